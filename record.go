@@ -1,0 +1,45 @@
+package shipper
+
+import (
+	"strconv"
+	"time"
+)
+
+// Record is one Kafka message as it travels through the agent.
+type Record struct {
+	Topic     string
+	Partition int32
+	Offset    int64
+	Key       []byte
+	Value     []byte
+	// Time is the Kafka message timestamp.
+	Time time.Time
+}
+
+// TopicPartition names one partition of one topic.
+type TopicPartition struct {
+	Topic     string
+	Partition int32
+}
+
+func (tp TopicPartition) String() string {
+	return tp.Topic + "/" + strconv.Itoa(int(tp.Partition))
+}
+
+// TP returns the record's topic and partition.
+func (r *Record) TP() TopicPartition { return TopicPartition{r.Topic, r.Partition} }
+
+// DocumentID is the deterministic Elasticsearch _id of a record:
+// "<topic>-<partition>-<offset>". A record replayed after a crash or a
+// rebalance gets the same id, so indexing it with op_type=create cannot
+// produce a duplicate. Partition and offset come last, so the id parses from
+// the right even when the topic name contains dashes.
+func (r *Record) DocumentID() string {
+	b := make([]byte, 0, len(r.Topic)+24)
+	b = append(b, r.Topic...)
+	b = append(b, '-')
+	b = strconv.AppendInt(b, int64(r.Partition), 10)
+	b = append(b, '-')
+	b = strconv.AppendInt(b, r.Offset, 10)
+	return string(b)
+}
