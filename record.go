@@ -18,8 +18,8 @@ type Record struct {
 
 // TopicPartition names one partition of one topic.
 type TopicPartition struct {
-	Topic     string
-	Partition int32
+	Topic     string `json:"topic"`
+	Partition int32  `json:"partition"`
 }
 
 func (tp TopicPartition) String() string {

@@ -1,0 +1,182 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/shipper-agent/shipper"
+	"github.com/shipper-agent/shipper/buffer"
+	"github.com/shipper-agent/shipper/inputs/kafka"
+	"github.com/shipper-agent/shipper/outputs/elasticsearch"
+)
+
+// Agent wires the Kafka input, the buffer and the Elasticsearch output:
+//
+//	kafka.Input ──Append──▶ buffer.Buffer ──Next/Ack──▶ deliverer ──Send──▶ elasticsearch.Output
+//	      ▲                       │
+//	      └──── Watermarks ───────┘  (offsets committed only once delivered)
+type Agent struct {
+	cfg     Config
+	log     *slog.Logger
+	buf     *buffer.Buffer
+	out     *elasticsearch.Output
+	in      *kafka.Input
+	deliver *deliverer
+	metrics *metrics
+	ln      net.Listener
+	started time.Time
+}
+
+// New opens the buffer and binds the API listener, so that a broken
+// directory or a busy port fails at start, before anything is consumed.
+func New(cfg Config, log *slog.Logger) (*Agent, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	buf, err := buffer.Open(cfg.Buffer, log.With("component", "buffer"))
+	if err != nil {
+		return nil, err
+	}
+	out, err := elasticsearch.New(cfg.Elasticsearch, log.With("component", "elasticsearch"))
+	if err != nil {
+		buf.Close()
+		return nil, err
+	}
+	in, err := kafka.New(cfg.Kafka, buf, buf, log.With("component", "kafka"))
+	if err != nil {
+		buf.Close()
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", cfg.API.Address)
+	if err != nil {
+		buf.Close()
+		return nil, fmt.Errorf("api listener: %w", err)
+	}
+	a := &Agent{cfg: cfg, log: log, buf: buf, out: out, in: in, ln: ln, started: time.Now()}
+	a.metrics = newMetrics(func() float64 { return float64(in.Consumed()) }, buf.Stats)
+	a.deliver = newDeliverer(buf, out, cfg.Elasticsearch, log.With("component", "deliver"), a.metrics)
+	return a, nil
+}
+
+// APIAddr is the address the API listens on.
+func (a *Agent) APIAddr() string { return a.ln.Addr().String() }
+
+// Run runs the agent until ctx ends, then shuts down in this order, within
+// ShutdownTimeout: stop consuming; seal the open chunk; keep delivering
+// until the buffer is empty or the deadline nears; stop deliveries (chunks
+// in flight return to the buffer); commit delivered offsets and leave the
+// consumer group; stop the API; close the buffer. Undelivered data stays on
+// disk, and its offsets uncommitted, so nothing depends on finishing in time.
+func (a *Agent) Run(ctx context.Context) error {
+	a.log.Info("shipper starting", "api", a.APIAddr(), "buffer", a.cfg.Buffer.Dir,
+		"brokers", a.cfg.Kafka.BrokerList(), "topics", a.cfg.Kafka.Topics,
+		"elasticsearch", a.cfg.Elasticsearch.Addresses(), "index", a.cfg.Elasticsearch.Index)
+	srv := &http.Server{Handler: a.handler(), ReadHeaderTimeout: 10 * time.Second}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := srv.Serve(a.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			a.log.Error("api server", "err", err)
+		}
+	}()
+
+	deliverCtx, stopDelivery := context.WithCancel(context.Background())
+	var workers sync.WaitGroup
+	for range a.cfg.Elasticsearch.Workers {
+		workers.Add(1)
+		go func() {
+			defer workers.Done()
+			a.deliver.run(deliverCtx)
+		}()
+	}
+	inputCtx, stopInput := context.WithCancel(context.Background())
+	inputDone := make(chan error, 1)
+	go func() { inputDone <- a.in.Run(inputCtx) }()
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-inputDone:
+		inputDone <- runErr
+		a.log.Error("kafka input stopped", "err", runErr)
+	}
+
+	deadline := time.Now().Add(a.cfg.ShutdownTimeout)
+	a.log.Info("shutting down", "timeout", a.cfg.ShutdownTimeout)
+	a.in.StopFetching()
+	seq := a.buf.Flush()
+	// Keep a quarter of the time (at most 5s) to commit and close.
+	reserve := min(a.cfg.ShutdownTimeout/4, 5*time.Second)
+	drainCtx, cancelDrain := context.WithDeadline(context.Background(), deadline.Add(-reserve))
+	if err := a.buf.WaitDelivered(drainCtx, seq); err != nil {
+		st := a.buf.Stats()
+		a.log.Warn("shutdown deadline: undelivered chunks stay on disk for the next start",
+			"chunks", st.DiskChunks, "records", st.DiskRecords)
+	}
+	cancelDrain()
+	stopDelivery()
+	workers.Wait()
+	stopInput()
+	commitCtx, cancelCommit := context.WithDeadline(context.Background(), deadline)
+	select {
+	case <-inputDone:
+	case <-commitCtx.Done():
+		a.log.Warn("kafka input did not stop in time")
+	}
+	cancelCommit()
+	shutCtx, cancelShut := context.WithTimeout(context.Background(), time.Second)
+	_ = srv.Shutdown(shutCtx)
+	cancelShut()
+	wg.Wait()
+	a.out.Close()
+	if err := a.buf.Close(); err != nil {
+		return fmt.Errorf("close buffer: %w", err)
+	}
+	a.log.Info("shipper stopped")
+	return runErr
+}
+
+// Status is the agent's state, served at /api/status.
+type Status struct {
+	Version  string                   `json:"version"`
+	Uptime   string                   `json:"uptime"`
+	Consumed int64                    `json:"consumed_records"`
+	Assigned []shipper.TopicPartition `json:"assigned_partitions"`
+	Buffer   buffer.Stats             `json:"buffer"`
+	Output   OutputStatus             `json:"output"`
+}
+
+// OutputStatus counts delivery outcomes since start.
+type OutputStatus struct {
+	Indexed      int64 `json:"indexed"`
+	Duplicates   int64 `json:"duplicates"`
+	DeadLettered int64 `json:"dead_lettered"`
+	Retries      int64 `json:"retries"`
+}
+
+// Version is set at build time with -ldflags "-X ...agent.Version=...".
+var Version = "dev"
+
+// Status returns the agent's current state.
+func (a *Agent) Status() Status {
+	return Status{
+		Version:  Version,
+		Uptime:   time.Since(a.started).Round(time.Second).String(),
+		Consumed: a.in.Consumed(),
+		Assigned: a.in.Assigned(),
+		Buffer:   a.buf.Stats(),
+		Output: OutputStatus{
+			Indexed:      int64(counterValue(a.metrics.indexed)),
+			Duplicates:   int64(counterValue(a.metrics.duplicates)),
+			DeadLettered: int64(counterValue(a.metrics.deadLettered)),
+			Retries:      int64(counterValue(a.metrics.retries)),
+		},
+	}
+}

@@ -1,0 +1,147 @@
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/shipper-agent/shipper"
+	"github.com/shipper-agent/shipper/buffer"
+	"github.com/shipper-agent/shipper/inputs/kafka"
+	"github.com/shipper-agent/shipper/internal/hcldecode"
+	"github.com/shipper-agent/shipper/outputs/elasticsearch"
+)
+
+// Config is the agent's whole configuration: its own settings and one block
+// per stage, each owned and validated by its package.
+type Config struct {
+	// DataDir holds the agent's state. Default "/var/lib/shipper".
+	DataDir string `hcl:"data_dir"`
+	// ShutdownTimeout bounds a graceful shutdown: stop consuming, deliver
+	// what is buffered, commit, close. What is not delivered by then stays
+	// on disk for the next start. Default 30s.
+	ShutdownTimeout time.Duration `hcl:"shutdown_timeout"`
+
+	Log           LogConfig            `hcl:"log,block"`
+	API           APIConfig            `hcl:"api,block"`
+	Kafka         kafka.Config         `hcl:"kafka,block"`
+	Buffer        buffer.Config        `hcl:"buffer,block"`
+	Elasticsearch elasticsearch.Config `hcl:"elasticsearch,block"`
+}
+
+// LogConfig configures the agent's own logs (on stderr).
+type LogConfig struct {
+	// Level: "debug", "info", "warn" or "error". Default "info".
+	Level string `hcl:"level"`
+	// Format: "json" or "text". Default "json".
+	Format string `hcl:"format"`
+}
+
+// APIConfig configures the HTTP API.
+type APIConfig struct {
+	// Address to listen on, host:port. Default "127.0.0.1:8686": loopback
+	// only, since the API can trigger flushes.
+	Address string `hcl:"address"`
+}
+
+// DefaultConfig returns the defaults documented on Config and on each
+// package's Config.
+func DefaultConfig() Config {
+	return Config{
+		DataDir:         "/var/lib/shipper",
+		ShutdownTimeout: 30 * time.Second,
+		Log:             LogConfig{Level: "info", Format: "json"},
+		API:             APIConfig{Address: "127.0.0.1:8686"},
+		Kafka:           kafka.DefaultConfig(),
+		Buffer:          buffer.DefaultConfig(),
+		Elasticsearch:   elasticsearch.DefaultConfig(),
+	}
+}
+
+// resolve fills settings derived from others.
+func (c *Config) resolve() {
+	if c.Buffer.Dir == "" && c.DataDir != "" {
+		c.Buffer.Dir = filepath.Join(c.DataDir, "buffer")
+	}
+}
+
+// Validate reports every invalid setting, each with its path in the file.
+func (c Config) Validate() error {
+	var errs []error
+	if c.DataDir == "" {
+		errs = append(errs, &shipper.FieldError{Path: "data_dir", Err: errors.New("must be set")})
+	}
+	if c.ShutdownTimeout < time.Second {
+		errs = append(errs, &shipper.FieldError{Path: "shutdown_timeout", Err: fmt.Errorf("must be at least 1s, got %s", c.ShutdownTimeout)})
+	}
+	if _, err := parseLevel(c.Log.Level); err != nil {
+		errs = append(errs, &shipper.FieldError{Path: "log.level", Err: err})
+	}
+	if c.Log.Format != "json" && c.Log.Format != "text" {
+		errs = append(errs, &shipper.FieldError{Path: "log.format", Err: fmt.Errorf("must be \"json\" or \"text\", got %q", c.Log.Format)})
+	}
+	if _, _, err := net.SplitHostPort(c.API.Address); err != nil {
+		errs = append(errs, &shipper.FieldError{Path: "api.address", Err: fmt.Errorf("want host:port: %v", err)})
+	}
+	errs = append(errs,
+		hcldecode.Nest("kafka", c.Kafka.Validate()),
+		hcldecode.Nest("buffer", c.Buffer.Validate()),
+		hcldecode.Nest("elasticsearch", c.Elasticsearch.Validate()))
+	return errors.Join(errs...)
+}
+
+// ConfigError is a configuration that cannot be used. Its message lists
+// every problem with file:line:col and a snippet of the file.
+type ConfigError struct{ Text string }
+
+func (e *ConfigError) Error() string { return e.Text }
+
+// LoadConfig reads, decodes and validates a configuration file.
+func LoadConfig(path string) (Config, error) {
+	src, err := os.ReadFile(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("read config: %w", err)
+	}
+	return ParseConfig(path, src)
+}
+
+// ParseConfig decodes and validates a configuration; filename is used in
+// error messages.
+func ParseConfig(filename string, src []byte) (Config, error) {
+	cfg := DefaultConfig()
+	body, files, diags := hcldecode.ParseFile(filename, src)
+	if !diags.HasErrors() {
+		pos, d := hcldecode.Decode(body, hcldecode.EvalContext(), &cfg)
+		diags = append(diags, d...)
+		if !diags.HasErrors() {
+			cfg.resolve()
+			diags = append(diags, pos.Diagnostics(cfg.Validate())...)
+		}
+	}
+	if diags.HasErrors() {
+		return Config{}, &ConfigError{Text: hcldecode.FormatDiagnostics(files, diags)}
+	}
+	return cfg, nil
+}
+
+func parseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return 0, fmt.Errorf("want debug, info, warn or error, got %q", s)
+	}
+	return l, nil
+}
+
+// NewLogger returns the structured logger the configuration asks for.
+func NewLogger(c LogConfig, w *os.File) *slog.Logger {
+	level, _ := parseLevel(c.Level)
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Format == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}

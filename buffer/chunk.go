@@ -1,0 +1,151 @@
+package buffer
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"time"
+
+	"github.com/shipper-agent/shipper"
+)
+
+// Chunk encoding (the value stored under a chunk key):
+//
+//	magic "SHC1" | crc32c(payload) uint32 BE | payload
+//	payload = record*
+//	record  = uvarint len(topic) topic | varint partition | varint offset |
+//	          varint unix-millis | uvarint len(key) key | uvarint len(value) value
+//
+// The checksum lets a torn or corrupted value be detected on load instead of
+// being delivered as garbage.
+var chunkMagic = [4]byte{'S', 'H', 'C', '1'}
+
+const chunkHeaderLen = 8
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// ErrCorrupt marks a stored chunk that cannot be decoded.
+var ErrCorrupt = errors.New("corrupt chunk")
+
+// chunkWriter accumulates encoded records of the open chunk. Records are
+// encoded on append so the open chunk costs its encoded size in memory and
+// nothing per record.
+type chunkWriter struct {
+	buf     []byte
+	records int
+	ranges  map[shipper.TopicPartition]*OffsetRange
+	created time.Time
+}
+
+func newChunkWriter(capacity int, now time.Time) *chunkWriter {
+	w := &chunkWriter{buf: make([]byte, chunkHeaderLen, capacity+chunkHeaderLen), created: now,
+		ranges: make(map[shipper.TopicPartition]*OffsetRange)}
+	copy(w.buf, chunkMagic[:])
+	return w
+}
+
+// encodedLen is an upper bound of a record's encoded size.
+func encodedLen(r *shipper.Record) int {
+	return len(r.Topic) + len(r.Key) + len(r.Value) + 5*binary.MaxVarintLen64
+}
+
+func (w *chunkWriter) add(r *shipper.Record) {
+	b := w.buf
+	b = binary.AppendUvarint(b, uint64(len(r.Topic)))
+	b = append(b, r.Topic...)
+	b = binary.AppendVarint(b, int64(r.Partition))
+	b = binary.AppendVarint(b, r.Offset)
+	b = binary.AppendVarint(b, r.Time.UnixMilli())
+	b = binary.AppendUvarint(b, uint64(len(r.Key)))
+	b = append(b, r.Key...)
+	b = binary.AppendUvarint(b, uint64(len(r.Value)))
+	b = append(b, r.Value...)
+	w.buf = b
+	w.records++
+	tp := r.TP()
+	if rg, ok := w.ranges[tp]; ok {
+		rg.Last = r.Offset
+	} else {
+		w.ranges[tp] = &OffsetRange{Topic: tp.Topic, Partition: tp.Partition, First: r.Offset, Last: r.Offset}
+	}
+}
+
+// seal finishes the encoding and returns the value and its metadata.
+func (w *chunkWriter) seal(seq uint64) ([]byte, Meta) {
+	binary.BigEndian.PutUint32(w.buf[4:8], crc32.Checksum(w.buf[chunkHeaderLen:], castagnoli))
+	m := Meta{Seq: seq, Records: w.records, Bytes: int64(len(w.buf)), Created: w.created}
+	for _, rg := range w.ranges {
+		m.Ranges = append(m.Ranges, *rg)
+	}
+	sortRanges(m.Ranges)
+	return w.buf, m
+}
+
+// decodeChunk decodes a stored chunk. The records' Key and Value alias data.
+func decodeChunk(data []byte, want int) ([]shipper.Record, error) {
+	if len(data) < chunkHeaderLen || [4]byte(data[:4]) != chunkMagic {
+		return nil, fmt.Errorf("%w: bad header", ErrCorrupt)
+	}
+	payload := data[chunkHeaderLen:]
+	if got := crc32.Checksum(payload, castagnoli); got != binary.BigEndian.Uint32(data[4:8]) {
+		return nil, fmt.Errorf("%w: checksum mismatch", ErrCorrupt)
+	}
+	recs := make([]shipper.Record, 0, want)
+	// Topic names repeat in every record; share one string per distinct name.
+	var lastTopic string
+	for len(payload) > 0 {
+		var r shipper.Record
+		var ok bool
+		var topic []byte
+		if topic, payload, ok = readBytes(payload); !ok {
+			return nil, fmt.Errorf("%w: record %d: topic", ErrCorrupt, len(recs))
+		}
+		if string(topic) != lastTopic {
+			lastTopic = string(topic)
+		}
+		r.Topic = lastTopic
+		var p, off, ms int64
+		if p, payload, ok = readVarint(payload); !ok {
+			return nil, fmt.Errorf("%w: record %d: partition", ErrCorrupt, len(recs))
+		}
+		if off, payload, ok = readVarint(payload); !ok {
+			return nil, fmt.Errorf("%w: record %d: offset", ErrCorrupt, len(recs))
+		}
+		if ms, payload, ok = readVarint(payload); !ok {
+			return nil, fmt.Errorf("%w: record %d: time", ErrCorrupt, len(recs))
+		}
+		r.Partition, r.Offset, r.Time = int32(p), off, time.UnixMilli(ms).UTC()
+		if r.Key, payload, ok = readBytes(payload); !ok {
+			return nil, fmt.Errorf("%w: record %d: key", ErrCorrupt, len(recs))
+		}
+		if r.Value, payload, ok = readBytes(payload); !ok {
+			return nil, fmt.Errorf("%w: record %d: value", ErrCorrupt, len(recs))
+		}
+		recs = append(recs, r)
+	}
+	if len(recs) != want {
+		return nil, fmt.Errorf("%w: %d records, metadata says %d", ErrCorrupt, len(recs), want)
+	}
+	return recs, nil
+}
+
+func readVarint(b []byte) (int64, []byte, bool) {
+	v, n := binary.Varint(b)
+	if n <= 0 {
+		return 0, b, false
+	}
+	return v, b[n:], true
+}
+
+func readBytes(b []byte) ([]byte, []byte, bool) {
+	l, n := binary.Uvarint(b)
+	if n <= 0 || uint64(len(b)-n) < l {
+		return nil, b, false
+	}
+	b = b[n:]
+	if l == 0 {
+		return nil, b, true
+	}
+	return b[:l:l], b[l:], true
+}

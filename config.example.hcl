@@ -1,0 +1,100 @@
+# shipper configuration.
+#
+# Every setting is shown with its default. Durations are strings such as
+# "500ms", "30s" or "5m"; sizes are strings such as "512KiB", "64MiB" or
+# "10GiB" (KB/MB/GB are decimal, KiB/MiB/GiB binary), or a number of bytes.
+# env("NAME", "default") reads an environment variable, so secrets and
+# per-host values stay out of this file; env("NAME") without a default
+# fails validation when NAME is unset.
+#
+# Check a file with: shipper validate -config FILE
+
+# Directory for the agent's state (the buffer lives in <data_dir>/buffer).
+data_dir = env("SHIPPER_DATA_DIR", "/var/lib/shipper")
+
+# Graceful shutdown deadline: stop consuming, deliver what is buffered,
+# commit, close. What is not delivered in time stays on disk.
+shutdown_timeout = "30s"
+
+log {
+  # debug, info, warn or error.
+  level = env("SHIPPER_LOG_LEVEL", "info")
+  # json or text.
+  format = "json"
+}
+
+api {
+  # HTTP API: GET /api/health, GET /api/status, POST /api/flush[?wait=30s],
+  # GET /api/metrics. Loopback by default: the API can trigger flushes.
+  address = env("SHIPPER_API_ADDRESS", "127.0.0.1:8686")
+}
+
+kafka {
+  # Bootstrap brokers, host:port; one entry may list several, comma-separated.
+  brokers = [env("KAFKA_BROKERS", "127.0.0.1:9092")]
+  # Topics to consume (required).
+  topics = [env("SHIPPER_TOPIC", "app-logs")]
+  # Consumer group: agents with the same group share the partitions.
+  group_id = env("SHIPPER_GROUP", "shipper")
+  # Where to start in partitions the group never committed: earliest or latest.
+  start_offset = "earliest"
+  # How often delivered offsets are committed. An offset is committed only
+  # when Elasticsearch holds every record below it.
+  commit_interval = "1s"
+  # Group membership timing.
+  session_timeout    = "30s"
+  heartbeat_interval = "3s"
+  rebalance_timeout  = "30s"
+  # Bounds on prefetching, per partition.
+  fetch_max_bytes = "1MiB"
+  fetch_max_wait  = "500ms"
+  queue_capacity  = 64
+  dial_timeout    = "10s"
+}
+
+buffer {
+  # Default: <data_dir>/buffer.
+  # dir = "/var/lib/shipper/buffer"
+
+  # The open chunk is sealed and written at this size...
+  chunk_size = "4MiB"
+  # ...or at this age.
+  flush_interval = "1s"
+  # Ceiling on chunk bytes in memory (open, being written, loaded for
+  # delivery). Appends block at the ceiling: the Kafka input pauses.
+  memory_limit = "64MiB"
+  # Ceiling on chunk bytes on disk. Appends block at the ceiling.
+  disk_limit = "10GiB"
+  # fsync every chunk write (off: survives a process crash, not a power loss;
+  # offsets are committed only after delivery, so Kafka still has the data).
+  sync_writes = true
+}
+
+elasticsearch {
+  # Nodes or a load balancer; one entry may list several, comma-separated.
+  urls = [env("ES_URL", "http://127.0.0.1:9200")]
+  # Target index. Documents are created with deterministic ids
+  # (<topic>-<partition>-<offset>), so replays never duplicate.
+  index = env("SHIPPER_INDEX", "shipper-logs")
+  # Credentials; api_key wins over username/password. Keep them out of
+  # this file: password = env("ES_PASSWORD").
+  username = env("ES_USERNAME", "")
+  password = env("ES_PASSWORD", "")
+  api_key  = env("ES_API_KEY", "")
+  # Chunks delivered concurrently = bulk requests in flight.
+  workers = 2
+  # A chunk whose bulk body exceeds this is sent as several requests.
+  max_bulk_bytes = "8MiB"
+  # Bounds on one request and on connections.
+  request_timeout       = "60s"
+  dial_timeout          = "5s"
+  tls_handshake_timeout = "10s"
+  # Retire idle pooled connections before a firewall or proxy would.
+  idle_conn_timeout = "30s"
+  # TCP keepalive idle time (probes every keepalive/3, 3 probes).
+  keepalive = "15s"
+  # Jittered exponential backoff between delivery attempts. Delivery never
+  # gives up: data stays buffered until Elasticsearch takes it.
+  retry_initial_backoff = "500ms"
+  retry_max_backoff     = "30s"
+}

@@ -1,0 +1,121 @@
+package kafka
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/shipper-agent/shipper"
+)
+
+// Config configures the Kafka input.
+type Config struct {
+	// Brokers to bootstrap from, "host:port". An entry may hold several
+	// comma-separated brokers. Default ["127.0.0.1:9092"].
+	Brokers []string `hcl:"brokers,optional"`
+	// Topics to consume. Required.
+	Topics []string `hcl:"topics,optional"`
+	// GroupID is the consumer group; agents sharing it share the
+	// partitions. Default "shipper".
+	GroupID string `hcl:"group_id,optional"`
+	// StartOffset applies to partitions the group has never committed:
+	// "earliest" or "latest". Default "earliest".
+	StartOffset string `hcl:"start_offset,optional"`
+	// CommitInterval is how often delivered offsets are committed. Offsets
+	// are committed only once Elasticsearch holds every record below them.
+	// Default 1s.
+	CommitInterval time.Duration `hcl:"commit_interval,optional"`
+	// SessionTimeout: the group drops a member silent this long. Default 30s.
+	SessionTimeout time.Duration `hcl:"session_timeout,optional"`
+	// HeartbeatInterval between group heartbeats. Default 3s.
+	HeartbeatInterval time.Duration `hcl:"heartbeat_interval,optional"`
+	// RebalanceTimeout bounds a rebalance. Default 30s.
+	RebalanceTimeout time.Duration `hcl:"rebalance_timeout,optional"`
+	// FetchMaxBytes bounds one fetch per partition. Default 1MiB.
+	FetchMaxBytes shipper.ByteSize `hcl:"fetch_max_bytes,optional"`
+	// FetchMaxWait bounds how long a fetch waits for data. Default 500ms.
+	FetchMaxWait time.Duration `hcl:"fetch_max_wait,optional"`
+	// QueueCapacity is the number of prefetched messages per partition.
+	// Default 64.
+	QueueCapacity int `hcl:"queue_capacity,optional"`
+	// DialTimeout bounds connecting to a broker. Default 10s.
+	DialTimeout time.Duration `hcl:"dial_timeout,optional"`
+}
+
+// DefaultConfig returns the defaults documented on Config.
+func DefaultConfig() Config {
+	return Config{
+		Brokers:           []string{"127.0.0.1:9092"},
+		GroupID:           "shipper",
+		StartOffset:       "earliest",
+		CommitInterval:    time.Second,
+		SessionTimeout:    30 * time.Second,
+		HeartbeatInterval: 3 * time.Second,
+		RebalanceTimeout:  30 * time.Second,
+		FetchMaxBytes:     1 << 20,
+		FetchMaxWait:      500 * time.Millisecond,
+		QueueCapacity:     64,
+		DialTimeout:       10 * time.Second,
+	}
+}
+
+// BrokerList returns the brokers with comma-separated entries split.
+func (c Config) BrokerList() []string {
+	var out []string
+	for _, b := range c.Brokers {
+		for _, p := range strings.Split(b, ",") {
+			if p = strings.TrimSpace(p); p != "" {
+				out = append(out, p)
+			}
+		}
+	}
+	return out
+}
+
+// Validate reports every invalid setting.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, &shipper.FieldError{Path: key, Err: fmt.Errorf(format, args...)})
+	}
+	if len(c.BrokerList()) == 0 {
+		bad("brokers", "at least one broker is required")
+	}
+	for _, b := range c.BrokerList() {
+		if !strings.Contains(b, ":") {
+			bad("brokers", "%q: want host:port", b)
+		}
+	}
+	if len(c.Topics) == 0 {
+		bad("topics", "at least one topic is required")
+	}
+	if c.GroupID == "" {
+		bad("group_id", "must be set")
+	}
+	if c.StartOffset != "earliest" && c.StartOffset != "latest" {
+		bad("start_offset", "must be \"earliest\" or \"latest\", got %q", c.StartOffset)
+	}
+	for _, d := range []struct {
+		key string
+		v   time.Duration
+	}{
+		{"commit_interval", c.CommitInterval}, {"session_timeout", c.SessionTimeout},
+		{"heartbeat_interval", c.HeartbeatInterval}, {"rebalance_timeout", c.RebalanceTimeout},
+		{"fetch_max_wait", c.FetchMaxWait}, {"dial_timeout", c.DialTimeout},
+	} {
+		if d.v <= 0 {
+			bad(d.key, "must be positive, got %s", d.v)
+		}
+	}
+	if c.HeartbeatInterval >= c.SessionTimeout {
+		bad("heartbeat_interval", "must be shorter than session_timeout (%s)", c.SessionTimeout)
+	}
+	if c.FetchMaxBytes < 1<<10 {
+		bad("fetch_max_bytes", "must be at least 1KiB, got %s", c.FetchMaxBytes)
+	}
+	if c.QueueCapacity < 1 {
+		bad("queue_capacity", "must be at least 1, got %d", c.QueueCapacity)
+	}
+	return errors.Join(errs...)
+}

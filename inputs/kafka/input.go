@@ -1,0 +1,273 @@
+package kafka
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	kafkago "github.com/segmentio/kafka-go"
+
+	"github.com/shipper-agent/shipper"
+)
+
+// Sink receives consumed records. Append blocks while the sink is full:
+// that is how back-pressure reaches Kafka (the input simply stops fetching,
+// and the data waits in Kafka).
+type Sink interface {
+	Append(ctx context.Context, r *shipper.Record) error
+}
+
+// Watermarks reports, per partition, the offset below which every record
+// handed to the sink has been delivered downstream. Only such offsets are
+// committed.
+type Watermarks interface {
+	Watermarks() map[shipper.TopicPartition]int64
+}
+
+// Input consumes topics as a member of a consumer group and commits offsets
+// only once the records below them are delivered.
+//
+// Lifecycle: Run consumes until its context ends, then makes a final commit
+// and leaves the group. StopFetching, called while Run runs, stops reading
+// new records but keeps the membership, so that what is still being
+// delivered can be committed before Run's context is cancelled.
+type Input struct {
+	cfg   Config
+	sink  Sink
+	marks Watermarks
+	log   *slog.Logger
+
+	fetchCtx  context.Context
+	stopFetch context.CancelFunc
+
+	consumed atomic.Int64
+
+	mu       sync.Mutex // guards gen and assigned
+	gen      *kafkago.Generation
+	assigned []shipper.TopicPartition
+
+	commitMu  sync.Mutex // serialises commits; guards committed
+	committed map[shipper.TopicPartition]int64
+}
+
+// New creates the input. It does not contact Kafka.
+func New(cfg Config, sink Sink, marks Watermarks, log *slog.Logger) (*Input, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("kafka config: %w", err)
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	in := &Input{cfg: cfg, sink: sink, marks: marks, log: log, committed: map[shipper.TopicPartition]int64{}}
+	in.fetchCtx, in.stopFetch = context.WithCancel(context.Background())
+	return in, nil
+}
+
+// Consumed returns the number of records handed to the sink.
+func (in *Input) Consumed() int64 { return in.consumed.Load() }
+
+// Assigned returns the partitions this member owns now.
+func (in *Input) Assigned() []shipper.TopicPartition {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return append([]shipper.TopicPartition(nil), in.assigned...)
+}
+
+// StopFetching stops reading records; it does not wait. Commits continue.
+func (in *Input) StopFetching() { in.stopFetch() }
+
+func (in *Input) dialer() *kafkago.Dialer {
+	return &kafkago.Dialer{Timeout: in.cfg.DialTimeout, DualStack: true}
+}
+
+// Run consumes until ctx ends. Before returning it commits what has been
+// delivered, leaves the group and waits for every partition reader.
+func (in *Input) Run(ctx context.Context) error {
+	start := kafkago.FirstOffset
+	if in.cfg.StartOffset == "latest" {
+		start = kafkago.LastOffset
+	}
+	cg, err := kafkago.NewConsumerGroup(kafkago.ConsumerGroupConfig{
+		ID:                    in.cfg.GroupID,
+		Brokers:               in.cfg.BrokerList(),
+		Dialer:                in.dialer(),
+		Topics:                in.cfg.Topics,
+		SessionTimeout:        in.cfg.SessionTimeout,
+		HeartbeatInterval:     in.cfg.HeartbeatInterval,
+		RebalanceTimeout:      in.cfg.RebalanceTimeout,
+		WatchPartitionChanges: true,
+		StartOffset:           start,
+		Timeout:               in.cfg.DialTimeout,
+		ErrorLogger:           kafkago.LoggerFunc(func(f string, a ...any) { in.log.Warn(fmt.Sprintf(f, a...)) }),
+	})
+	if err != nil {
+		return fmt.Errorf("kafka consumer group: %w", err)
+	}
+
+	var wg sync.WaitGroup
+	commitCtx, stopCommits := context.WithCancel(context.Background())
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		in.commitLoop(commitCtx)
+	}()
+
+	for {
+		gen, err := cg.Next(ctx)
+		if ctx.Err() != nil {
+			break
+		}
+		if err != nil {
+			// The group retries joining with its own backoff.
+			in.log.Warn("kafka consumer group", "err", err)
+			continue
+		}
+		in.startGeneration(gen)
+	}
+
+	stopCommits()
+	wg.Wait()
+	in.commit()
+	in.mu.Lock()
+	in.gen, in.assigned = nil, nil
+	in.mu.Unlock()
+	// Close ends the generation, waits for its partition readers and
+	// leaves the group, so the partitions move to other members at once.
+	if err := cg.Close(); err != nil {
+		in.log.Warn("kafka consumer group close", "err", err)
+	}
+	return nil
+}
+
+func (in *Input) startGeneration(gen *kafkago.Generation) {
+	var assigned []shipper.TopicPartition
+	in.commitMu.Lock()
+	clear(in.committed)
+	for topic, parts := range gen.Assignments {
+		for _, p := range parts {
+			tp := shipper.TopicPartition{Topic: topic, Partition: int32(p.ID)}
+			assigned = append(assigned, tp)
+			// Never commit below what the group had committed when the
+			// partition was assigned: that would rewind it.
+			in.committed[tp] = max(p.Offset, -1)
+		}
+	}
+	in.commitMu.Unlock()
+	in.mu.Lock()
+	in.gen, in.assigned = gen, assigned
+	in.mu.Unlock()
+	in.log.Info("kafka partitions assigned", "generation", gen.ID, "partitions", len(assigned))
+	for topic, parts := range gen.Assignments {
+		for _, p := range parts {
+			gen.Start(func(gctx context.Context) { in.readPartition(gctx, topic, p.ID, p.Offset) })
+		}
+	}
+}
+
+// readPartition appends one partition's records to the sink, in order,
+// starting at offset, until the generation ends. When fetching stops it
+// keeps waiting for the generation's end: returning early would end the
+// generation (kafka-go ends it when any of its functions returns) and with
+// it the ability to commit.
+func (in *Input) readPartition(gctx context.Context, topic string, partition int, offset int64) {
+	ctx, cancel := context.WithCancel(gctx)
+	defer cancel()
+	stop := context.AfterFunc(in.fetchCtx, cancel)
+	defer stop()
+
+	r := kafkago.NewReader(kafkago.ReaderConfig{
+		Brokers:       in.cfg.BrokerList(),
+		Topic:         topic,
+		Partition:     partition,
+		Dialer:        in.dialer(),
+		MinBytes:      1,
+		MaxBytes:      int(in.cfg.FetchMaxBytes),
+		MaxWait:       in.cfg.FetchMaxWait,
+		QueueCapacity: in.cfg.QueueCapacity,
+		ErrorLogger:   kafkago.LoggerFunc(func(f string, a ...any) { in.log.Warn(fmt.Sprintf(f, a...), "topic", topic, "partition", partition) }),
+	})
+	defer r.Close()
+	if err := r.SetOffset(offset); err != nil {
+		in.log.Error("kafka set offset", "topic", topic, "partition", partition, "offset", offset, "err", err)
+		return
+	}
+	for {
+		m, err := r.FetchMessage(ctx)
+		if err != nil {
+			if ctx.Err() == nil {
+				// Ending the generation makes the group rejoin and
+				// restart this reader from the committed offset.
+				in.log.Error("kafka fetch", "topic", topic, "partition", partition, "err", err)
+				return
+			}
+			break
+		}
+		rec := shipper.Record{Topic: m.Topic, Partition: int32(m.Partition), Offset: m.Offset,
+			Key: m.Key, Value: m.Value, Time: m.Time}
+		if err := in.sink.Append(ctx, &rec); err != nil {
+			if ctx.Err() == nil && !errors.Is(err, context.Canceled) {
+				in.log.Error("append record", "topic", topic, "partition", partition, "err", err)
+				return
+			}
+			break
+		}
+		in.consumed.Add(1)
+	}
+	<-gctx.Done()
+}
+
+func (in *Input) commitLoop(ctx context.Context) {
+	t := time.NewTicker(in.cfg.CommitInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			in.commit()
+		}
+	}
+}
+
+// commit commits, for every partition this member owns, the delivered
+// watermark if it is beyond what is committed.
+func (in *Input) commit() {
+	in.mu.Lock()
+	gen, assigned := in.gen, in.assigned
+	in.mu.Unlock()
+	if gen == nil {
+		return
+	}
+	in.commitMu.Lock()
+	defer in.commitMu.Unlock()
+	wm := in.marks.Watermarks()
+	offsets := map[string]map[int]int64{}
+	for _, tp := range assigned {
+		w, ok := wm[tp]
+		if !ok || w <= in.committed[tp] {
+			continue
+		}
+		if offsets[tp.Topic] == nil {
+			offsets[tp.Topic] = map[int]int64{}
+		}
+		offsets[tp.Topic][int(tp.Partition)] = w
+	}
+	if len(offsets) == 0 {
+		return
+	}
+	if err := gen.CommitOffsets(offsets); err != nil {
+		// Typically the generation ended in a rebalance; the records are
+		// re-read by the partition's next owner and deduplicated by id.
+		in.log.Warn("kafka commit failed", "generation", gen.ID, "err", err)
+		return
+	}
+	for topic, parts := range offsets {
+		for p, off := range parts {
+			in.committed[shipper.TopicPartition{Topic: topic, Partition: int32(p)}] = off
+		}
+	}
+}
