@@ -111,10 +111,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	deadline := time.Now().Add(a.cfg.ShutdownTimeout)
 	a.log.Info("shutting down", "timeout", a.cfg.ShutdownTimeout)
 	a.in.StopFetching()
-	seq := a.buf.Flush()
 	// Keep a quarter of the time (at most 5s) to commit and close.
 	reserve := min(a.cfg.ShutdownTimeout/4, 5*time.Second)
 	drainCtx, cancelDrain := context.WithDeadline(context.Background(), deadline.Add(-reserve))
+	seq := a.buf.Flush(drainCtx)
 	if err := a.buf.WaitDelivered(drainCtx, seq); err != nil {
 		st := a.buf.Stats()
 		a.log.Warn("shutdown deadline: undelivered chunks stay on disk for the next start",

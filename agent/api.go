@@ -67,7 +67,7 @@ func (a *Agent) handleFlush(w http.ResponseWriter, r *http.Request) {
 // wait for everything buffered now to be delivered.
 func (a *Agent) Flush(ctx context.Context, wait time.Duration) FlushResult {
 	before := a.buf.Stats()
-	seq := a.buf.Flush()
+	seq := a.buf.Flush(ctx)
 	after := a.buf.Stats()
 	a.deliver.retryNow()
 	res := FlushResult{Sealed: before.OpenRecords, PendingChunks: after.DiskChunks, PendingRecords: after.DiskRecords}

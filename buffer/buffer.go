@@ -107,8 +107,9 @@ type Buffer struct {
 	writeErr     error
 	closed       bool
 
-	stop chan struct{}
-	wg   sync.WaitGroup
+	stop      context.Context // done once the buffer closes
+	closeStop context.CancelFunc
+	wg        sync.WaitGroup
 }
 
 var (
@@ -140,13 +141,13 @@ func Open(cfg Config, log *slog.Logger) (*Buffer, error) {
 		changed:      make(chan struct{}),
 		chunks:       make(map[uint64]*entry),
 		lastAppended: make(map[shipper.TopicPartition]int64),
-		stop:         make(chan struct{}),
 	}
 	if err := b.load(); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open buffer %s: %w", cfg.Dir, err)
 	}
 	b.nextSeq = max(b.nextSeq, 1) // 0 means "no chunk" to Flush and WaitDelivered
+	b.stop, b.closeStop = context.WithCancel(context.Background())
 	b.wg.Add(1)
 	go b.flushLoop()
 	return b, nil
@@ -239,7 +240,7 @@ func (b *Buffer) wait(ctx context.Context) error {
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
-	case <-b.stop:
+	case <-b.stop.Done():
 		return ErrClosed
 	}
 }
@@ -252,45 +253,34 @@ const recordOverhead = int64(unsafe.Sizeof(shipper.Record{}))
 func (b *Buffer) Append(ctx context.Context, r *shipper.Record) error {
 	size := encodedLen(r)
 	b.mu.Lock()
-	blockedSince := time.Time{}
-	defer func() {
-		if !blockedSince.IsZero() {
-			b.blocked = ""
-		}
-		b.mu.Unlock()
-	}()
+	defer b.mu.Unlock()
 	for {
 		if b.closed {
 			return ErrClosed
 		}
 		if b.open != nil && b.open.records > 0 && len(b.open.buf)+size > int(b.cfg.ChunkSize) {
 			b.mu.Unlock()
-			b.seal()
+			err := b.seal(ctx)
 			b.mu.Lock()
+			if err != nil {
+				return err
+			}
 			continue
 		}
-		reason := ""
-		switch {
-		case b.memUsed > 0 && b.memUsed+int64(size) > int64(b.cfg.MemoryLimit):
-			reason = "memory_limit reached"
-		case b.diskUsed+int64(size) > int64(b.cfg.DiskLimit):
-			reason = "disk_limit reached"
-		case b.writeErr != nil:
-			reason = "chunk write failing: " + b.writeErr.Error()
-		}
+		reason := b.appendBlocked(size)
 		if reason == "" {
 			break
-		}
-		if blockedSince.IsZero() {
-			blockedSince = time.Now()
 		}
 		b.blocked = reason
 		if err := b.wait(ctx); err != nil {
 			return err
 		}
 	}
+	b.blocked = ""
 	if b.open == nil {
-		b.open = newChunkWriter(min(int(b.cfg.ChunkSize), 256<<10), time.Now())
+		// The chunk's whole capacity is reserved up front, so the memory
+		// ceiling holds without counting reallocations.
+		b.open = newChunkWriter(max(int(b.cfg.ChunkSize), size), time.Now())
 		b.memUsed += int64(cap(b.open.buf))
 	}
 	before := cap(b.open.buf)
@@ -300,26 +290,65 @@ func (b *Buffer) Append(ctx context.Context, r *shipper.Record) error {
 	return nil
 }
 
+// appendBlocked says why a record of the given size cannot be appended now,
+// or "" if it can. The caller holds b.mu. Each ceiling admits one unit of
+// work when nothing holds it, so a record larger than a chunk still moves.
+func (b *Buffer) appendBlocked(size int) string {
+	if b.writeErr != nil {
+		return "chunk write failing: " + b.writeErr.Error()
+	}
+	pending := int64(size)
+	if b.open != nil {
+		pending += int64(len(b.open.buf))
+	}
+	if b.diskUsed > 0 && b.diskUsed+pending > int64(b.cfg.DiskLimit) {
+		return "disk_limit reached"
+	}
+	need := int64(0)
+	switch {
+	case b.open == nil:
+		need = int64(max(int(b.cfg.ChunkSize), size) + chunkHeaderLen)
+	case len(b.open.buf)+size > cap(b.open.buf):
+		need = int64(len(b.open.buf) + size - cap(b.open.buf))
+	}
+	if need > 0 && b.memUsed > 0 && b.memUsed+need > int64(b.cfg.MemoryLimit) {
+		return "memory_limit reached"
+	}
+	return ""
+}
+
 // Flush seals the open chunk and writes it. It returns the sequence number
 // of the newest chunk, so WaitDelivered can wait for everything up to now.
-func (b *Buffer) Flush() uint64 {
-	b.seal()
+// If ctx ends while the disk is full, the chunk stays open.
+func (b *Buffer) Flush(ctx context.Context) uint64 {
+	_ = b.seal(ctx)
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.nextSeq - 1
 }
 
-// seal moves the open chunk to disk. A write that fails (full disk,
-// unwritable directory) is retried until it succeeds or the buffer closes;
-// meanwhile the chunk stays in memory and appends block on it.
-func (b *Buffer) seal() {
+// seal moves the open chunk to disk. It first waits, as long as ctx allows,
+// for disk room; a write that then fails (full filesystem, unwritable
+// directory) is retried until it succeeds or the buffer closes, while the
+// chunk stays in memory and appends block on it. A chunk that is never
+// written keeps holding back the watermark of its partitions, so its
+// records are never committed upstream.
+func (b *Buffer) seal(ctx context.Context) error {
 	b.writeMu.Lock()
 	defer b.writeMu.Unlock()
 	b.mu.Lock()
+	for b.open != nil && b.open.records > 0 && b.diskUsed > 0 &&
+		b.diskUsed+int64(len(b.open.buf)) > int64(b.cfg.DiskLimit) {
+		b.blocked = "disk_limit reached"
+		if err := b.wait(ctx); err != nil {
+			b.mu.Unlock()
+			return err
+		}
+	}
 	w := b.open
 	if w == nil || w.records == 0 {
 		b.mu.Unlock()
-		return
+		return nil
 	}
 	b.open = nil
 	seq := b.nextSeq
@@ -330,10 +359,7 @@ func (b *Buffer) seal() {
 
 	backoff := 100 * time.Millisecond
 	for {
-		err := b.waitDiskRoom(meta.Bytes)
-		if err == nil {
-			err = b.write(data, meta)
-		}
+		err := b.write(data, meta)
 		b.mu.Lock()
 		if err == nil {
 			b.sealing = nil
@@ -344,13 +370,12 @@ func (b *Buffer) seal() {
 			b.memUsed -= int64(cap(data))
 			b.notify()
 			b.mu.Unlock()
-			return
+			return nil
 		}
-		if errors.Is(err, ErrClosed) || b.closed {
-			// Not durable, so not acknowledged upstream: Kafka still has it.
-			b.sealing = nil
+		if b.closed {
+			// b.sealing stays set: its ranges pin the watermark.
 			b.mu.Unlock()
-			return
+			return ErrClosed
 		}
 		if b.writeErr == nil {
 			b.log.Error("chunk write failed; retrying", "seq", seq, "bytes", meta.Bytes, "err", err)
@@ -359,26 +384,11 @@ func (b *Buffer) seal() {
 		b.notify()
 		b.mu.Unlock()
 		select {
-		case <-b.stop:
+		case <-b.stop.Done():
 		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, 5*time.Second)
 	}
-}
-
-func (b *Buffer) waitDiskRoom(n int64) error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	for b.diskUsed > 0 && b.diskUsed+n > int64(b.cfg.DiskLimit) {
-		if b.closed {
-			return ErrClosed
-		}
-		b.blocked = "disk_limit reached"
-		if err := b.wait(context.Background()); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 func (b *Buffer) write(data []byte, m Meta) error {
@@ -401,14 +411,14 @@ func (b *Buffer) flushLoop() {
 	defer tick.Stop()
 	for {
 		select {
-		case <-b.stop:
+		case <-b.stop.Done():
 			return
 		case now := <-tick.C:
 			b.mu.Lock()
 			due := b.open != nil && b.open.records > 0 && now.Sub(b.open.created) >= b.cfg.FlushInterval
 			b.mu.Unlock()
 			if due {
-				b.seal()
+				_ = b.seal(b.stop)
 			}
 		}
 	}
@@ -669,11 +679,11 @@ func (b *Buffer) Close() error {
 	// hangs; the final seal below then writes the open chunk if it can.
 	// What it cannot write was never acknowledged upstream.
 	b.closed = true
-	close(b.stop)
+	b.closeStop()
 	b.notify()
 	b.mu.Unlock()
 	b.wg.Wait()
-	b.seal()
+	_ = b.seal(context.Background())
 	b.writeMu.Lock()
 	defer b.writeMu.Unlock()
 	return b.db.Close()

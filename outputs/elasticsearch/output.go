@@ -126,19 +126,6 @@ func (o *Output) Close() error {
 	return nil
 }
 
-// Ping checks that Elasticsearch answers. It is a single attempt.
-func (o *Output) Ping(ctx context.Context) error {
-	res, err := o.client.Info(o.client.Info.WithContext(ctx))
-	if err != nil {
-		return err
-	}
-	defer res.Body.Close()
-	if res.IsError() {
-		return fmt.Errorf("elasticsearch: %s", res.Status())
-	}
-	return nil
-}
-
 // Send indexes the records with op_type=create under their deterministic
 // ids and returns one result per record, in order. Records are split into
 // several bulk requests when they exceed MaxBulkBytes; on a RequestError the

@@ -1,0 +1,530 @@
+package buffer
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"go.uber.org/goleak"
+
+	"github.com/shipper-agent/shipper"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		// badger's process-wide helpers started on first use.
+		goleak.IgnoreTopFunction("github.com/golang/glog.(*fileSink).flushDaemon"),
+		goleak.IgnoreTopFunction("go.opencensus.io/stats/view.(*worker).start"),
+	)
+}
+
+func testConfig(t *testing.T) Config {
+	t.Helper()
+	c := DefaultConfig()
+	c.Dir = t.TempDir()
+	c.ChunkSize = 64 << 10
+	c.MemoryLimit = 1 << 20
+	c.DiskLimit = 64 << 20
+	c.FlushInterval = time.Hour // tests seal explicitly unless they test the timer
+	c.SyncWrites = false
+	return c
+}
+
+func open(t *testing.T, c Config) *Buffer {
+	t.Helper()
+	b, err := Open(c, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	return b
+}
+
+func rec(topic string, p int32, off int64, size int) *shipper.Record {
+	v := bytes.Repeat([]byte{'a' + byte(off%26)}, size)
+	return &shipper.Record{Topic: topic, Partition: p, Offset: off, Key: []byte(fmt.Sprint(off)), Value: v,
+		Time: time.UnixMilli(1700000000000 + off).UTC()}
+}
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func appendN(t *testing.T, b *Buffer, topic string, p int32, from, n int64, size int) {
+	t.Helper()
+	for off := from; off < from+n; off++ {
+		if err := b.Append(ctxT(t), rec(topic, p, off, size)); err != nil {
+			t.Fatalf("append %d: %v", off, err)
+		}
+	}
+}
+
+func TestChunkRoundTrip(t *testing.T) {
+	w := newChunkWriter(16, time.Now())
+	want := []*shipper.Record{rec("t", 0, 5, 10), rec("t", 1, 7, 0), rec("other", 3, 1<<40, 3000), {Topic: "t", Offset: 9}}
+	for _, r := range want {
+		w.add(r)
+	}
+	data, m := w.seal(42)
+	if m.Seq != 42 || m.Records != 4 || m.Bytes != int64(len(data)) {
+		t.Fatalf("meta = %+v", m)
+	}
+	wantRanges := []OffsetRange{{"other", 3, 1 << 40, 1 << 40}, {"t", 0, 5, 9}, {"t", 1, 7, 7}}
+	if fmt.Sprint(m.Ranges) != fmt.Sprint(wantRanges) {
+		t.Fatalf("ranges = %v, want %v", m.Ranges, wantRanges)
+	}
+	got, err := decodeChunk(data, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range want {
+		g, w := got[i], want[i]
+		if g.Topic != w.Topic || g.Partition != w.Partition || g.Offset != w.Offset ||
+			!bytes.Equal(g.Key, w.Key) || !bytes.Equal(g.Value, w.Value) || !g.Time.Equal(w.Time.Truncate(time.Millisecond)) {
+			t.Errorf("record %d = %+v, want %+v", i, g, *w)
+		}
+	}
+}
+
+func TestChunkCorruptionDetected(t *testing.T) {
+	w := newChunkWriter(16, time.Now())
+	w.add(rec("t", 0, 1, 100))
+	w.add(rec("t", 0, 2, 100))
+	data, _ := w.seal(1)
+	cases := map[string]func([]byte) []byte{
+		"flipped payload bit": func(d []byte) []byte { d[len(d)-5] ^= 1; return d },
+		"torn tail":           func(d []byte) []byte { return d[:len(d)-30] },
+		"bad magic":           func(d []byte) []byte { d[0] = 'X'; return d },
+		"empty":               func(d []byte) []byte { return nil },
+	}
+	for name, mutate := range cases {
+		t.Run(name, func(t *testing.T) {
+			d := mutate(bytes.Clone(data))
+			if _, err := decodeChunk(d, 2); !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("err = %v, want ErrCorrupt", err)
+			}
+		})
+	}
+	if _, err := decodeChunk(data, 3); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("record count mismatch: err = %v, want ErrCorrupt", err)
+	}
+}
+
+func TestAppendSealDeliverAck(t *testing.T) {
+	b := open(t, testConfig(t))
+	appendN(t, b, "t", 0, 0, 10, 100)
+	if s := b.Stats(); s.OpenRecords != 10 || s.DiskChunks != 0 {
+		t.Fatalf("before flush: %+v", s)
+	}
+	seq := b.Flush(context.Background())
+	if s := b.Stats(); s.OpenRecords != 0 || s.DiskChunks != 1 || s.DiskRecords != 10 {
+		t.Fatalf("after flush: %+v", s)
+	}
+	c, err := b.Next(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Seq != seq || len(c.Records) != 10 || c.Records[9].Offset != 9 {
+		t.Fatalf("chunk seq=%d records=%d", c.Seq, len(c.Records))
+	}
+	if s := b.Stats(); s.InFlightChunks != 1 {
+		t.Fatalf("in flight = %d", s.InFlightChunks)
+	}
+	if err := b.Ack(c, nil); err != nil {
+		t.Fatal(err)
+	}
+	if s := b.Stats(); s.DiskChunks != 0 || s.MemoryBytes != 0 || s.DiskBytes != 0 {
+		t.Fatalf("after ack: %+v", s)
+	}
+	if err := b.WaitDelivered(ctxT(t), seq); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestSealBySizeAndAge(t *testing.T) {
+	c := testConfig(t)
+	b := open(t, c)
+	// 64 KiB chunks, ~1 KiB records: a chunk holds fewer than 64.
+	appendN(t, b, "t", 0, 0, 200, 1000)
+	s := b.Stats()
+	if s.DiskChunks < 3 || s.DiskRecords+int64(s.OpenRecords) != 200 {
+		t.Fatalf("size sealing: %+v", s)
+	}
+
+	c2 := testConfig(t)
+	c2.FlushInterval = 20 * time.Millisecond
+	b2 := open(t, c2)
+	appendN(t, b2, "t", 0, 0, 3, 10)
+	deadline := time.Now().Add(5 * time.Second)
+	for b2.Stats().DiskChunks != 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("open chunk not sealed by age: %+v", b2.Stats())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestFIFOAndRelease(t *testing.T) {
+	b := open(t, testConfig(t))
+	for i := range int64(3) {
+		appendN(t, b, "t", 0, i*10, 10, 10)
+		b.Flush(context.Background())
+	}
+	c1, _ := b.Next(ctxT(t))
+	c2, _ := b.Next(ctxT(t))
+	if c1.Records[0].Offset != 0 || c2.Records[0].Offset != 10 {
+		t.Fatalf("not FIFO: %d, %d", c1.Records[0].Offset, c2.Records[0].Offset)
+	}
+	b.Release(c1)
+	again, _ := b.Next(ctxT(t))
+	if again.Seq != c1.Seq {
+		t.Fatalf("released chunk %d not handed out first, got %d", c1.Seq, again.Seq)
+	}
+	c3, _ := b.Next(ctxT(t))
+	if c3.Records[0].Offset != 20 {
+		t.Fatalf("third chunk starts at %d", c3.Records[0].Offset)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if _, err := b.Next(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Next with nothing idle: err = %v", err)
+	}
+}
+
+func TestReopenServesStoredChunks(t *testing.T) {
+	c := testConfig(t)
+	b, err := Open(c, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	appendN(t, b, "t", 0, 0, 5, 10)
+	b.Flush(context.Background())
+	appendN(t, b, "t", 0, 5, 5, 10) // left open: Close writes it
+	inflight, _ := b.Next(ctxT(t))  // in flight at close: must come back
+	_ = inflight
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	if err := b.Append(ctxT(t), rec("t", 0, 99, 1)); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Append after Close: %v", err)
+	}
+
+	b2 := open(t, c)
+	s := b2.Stats()
+	if s.DiskChunks != 2 || s.DiskRecords != 10 {
+		t.Fatalf("after reopen: %+v", s)
+	}
+	var offsets []int64
+	for range 2 {
+		ch, err := b2.Next(ctxT(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range ch.Records {
+			offsets = append(offsets, r.Offset)
+		}
+		b2.Ack(ch, nil)
+	}
+	if fmt.Sprint(offsets) != "[0 1 2 3 4 5 6 7 8 9]" {
+		t.Fatalf("offsets after reopen = %v", offsets)
+	}
+	// New chunks continue the sequence rather than reusing numbers.
+	appendN(t, b2, "t", 0, 10, 1, 1)
+	if seq := b2.Flush(context.Background()); seq <= inflight.Seq+1 {
+		t.Fatalf("new seq %d reuses an old number", seq)
+	}
+}
+
+func TestMemoryLimitBlocksAppends(t *testing.T) {
+	c := testConfig(t)
+	c.ChunkSize = 64 << 10
+	c.MemoryLimit = 256 << 10
+	b := open(t, c)
+	// Fill disk with chunks and load them for delivery until memory is held.
+	appendN(t, b, "t", 0, 0, 240, 1000)
+	b.Flush(context.Background())
+	var held []*Chunk
+	for b.Stats().MemoryBytes < int64(c.MemoryLimit)-int64(c.ChunkSize) {
+		ch, err := b.Next(ctxT(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, ch)
+	}
+	// Appends fill what is left and then block.
+	done := make(chan error, 1)
+	go func() {
+		for off := int64(1000); off < 1300; off++ {
+			if err := b.Append(context.Background(), rec("t", 0, off, 1000)); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for b.Stats().Blocked == "" {
+		if time.Now().After(deadline) {
+			t.Fatalf("appends never blocked: %+v", b.Stats())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if s := b.Stats(); s.MemoryBytes > int64(c.MemoryLimit) {
+		t.Fatalf("memory %d over limit %d", s.MemoryBytes, c.MemoryLimit)
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("appends finished while memory was full: %v", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	for _, ch := range held {
+		if err := b.Ack(ch, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatalf("appends still blocked after memory was freed: %+v", b.Stats())
+	}
+	if s := b.Stats(); s.Blocked != "" {
+		t.Fatalf("still reported blocked: %q", s.Blocked)
+	}
+}
+
+func TestDiskLimitBlocksAppends(t *testing.T) {
+	c := testConfig(t)
+	c.ChunkSize = 64 << 10
+	c.DiskLimit = 256 << 10
+	b := open(t, c)
+	done := make(chan error, 1)
+	go func() {
+		for off := int64(0); off < 1000; off++ {
+			if err := b.Append(context.Background(), rec("t", 0, off, 1000)); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for b.Stats().Blocked != "disk_limit reached" {
+		if time.Now().After(deadline) {
+			t.Fatalf("appends never blocked on disk: %+v", b.Stats())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if s := b.Stats(); s.DiskBytes > int64(c.DiskLimit) {
+		t.Fatalf("disk %d over limit %d", s.DiskBytes, c.DiskLimit)
+	}
+	// Deliver everything; appends resume and all 1000 records arrive.
+	var got int
+	for got < 1000 {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		ch, err := b.Next(ctx)
+		cancel()
+		if errors.Is(err, context.DeadlineExceeded) {
+			b.Flush(context.Background())
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, r := range ch.Records {
+			if r.Offset != int64(got+i) {
+				t.Fatalf("record %d has offset %d", got+i, r.Offset)
+			}
+		}
+		got += len(ch.Records)
+		b.Ack(ch, nil)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestAppendBlockedReturnsOnContext(t *testing.T) {
+	c := testConfig(t)
+	c.DiskLimit = 256 << 10
+	b := open(t, c)
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() {
+		for off := int64(0); ; off++ {
+			if err := b.Append(ctx, rec("t", 0, off, 1000)); err != nil {
+				errc <- err
+				return
+			}
+		}
+	}()
+	for b.Stats().Blocked == "" {
+		time.Sleep(5 * time.Millisecond)
+	}
+	cancel()
+	select {
+	case err := <-errc:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("err = %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("blocked Append ignored its context")
+	}
+}
+
+func TestWatermarks(t *testing.T) {
+	b := open(t, testConfig(t))
+	tp0 := shipper.TopicPartition{Topic: "t", Partition: 0}
+	tp1 := shipper.TopicPartition{Topic: "t", Partition: 1}
+	if wm := b.Watermarks(); len(wm) != 0 {
+		t.Fatalf("empty buffer has watermarks %v", wm)
+	}
+	appendN(t, b, "t", 0, 100, 10, 1) // open chunk holds 100..109
+	if wm := b.Watermarks(); wm[tp0] != 100 {
+		t.Fatalf("open chunk: wm = %v", wm)
+	}
+	b.Flush(context.Background())
+	appendN(t, b, "t", 0, 110, 5, 1)
+	appendN(t, b, "t", 1, 7, 3, 1)
+	b.Flush(context.Background())
+	if wm := b.Watermarks(); wm[tp0] != 100 || wm[tp1] != 7 {
+		t.Fatalf("two stored chunks: wm = %v", wm)
+	}
+	first, _ := b.Next(ctxT(t))
+	second, _ := b.Next(ctxT(t))
+	// Acking the second chunk first must not advance past the first.
+	b.Ack(second, nil)
+	if wm := b.Watermarks(); wm[tp0] != 100 || wm[tp1] != 10 {
+		t.Fatalf("out-of-order ack: wm = %v", wm)
+	}
+	b.Ack(first, nil)
+	if wm := b.Watermarks(); wm[tp0] != 115 || wm[tp1] != 10 {
+		t.Fatalf("all delivered: wm = %v", wm)
+	}
+}
+
+func TestWatermarksSurviveRestart(t *testing.T) {
+	c := testConfig(t)
+	b, _ := Open(c, nil)
+	appendN(t, b, "t", 0, 50, 10, 1)
+	b.Close()
+	b2 := open(t, c)
+	tp := shipper.TopicPartition{Topic: "t", Partition: 0}
+	if wm := b2.Watermarks(); wm[tp] != 50 {
+		t.Fatalf("stored chunk from last run: wm = %v", wm)
+	}
+	// This run re-reads from an earlier committed offset: the watermark
+	// stays at the lowest undelivered record.
+	appendN(t, b2, "t", 0, 45, 20, 1)
+	if wm := b2.Watermarks(); wm[tp] != 45 {
+		t.Fatalf("re-read: wm = %v", wm)
+	}
+}
+
+func TestDeadLettersStoredWithAck(t *testing.T) {
+	c := testConfig(t)
+	b, _ := Open(c, nil)
+	appendN(t, b, "t", 0, 0, 3, 10)
+	b.Flush(context.Background())
+	ch, _ := b.Next(ctxT(t))
+	dead := []DeadLetter{{Record: ch.Records[1], Reason: "400 mapper_parsing_exception: failed to parse"}}
+	if err := b.Ack(ch, dead); err != nil {
+		t.Fatal(err)
+	}
+	b.Close()
+	b2 := open(t, c)
+	if s := b2.Stats(); s.DeadLetters != 1 {
+		t.Fatalf("dead letters after reopen = %d", s.DeadLetters)
+	}
+	var got []DeadLetter
+	b2.DeadLetters(func(d DeadLetter) error { got = append(got, d); return nil })
+	if len(got) != 1 || got[0].Record.Offset != 1 || got[0].Reason != dead[0].Reason ||
+		!bytes.Equal(got[0].Record.Value, rec("t", 0, 1, 10).Value) {
+		t.Fatalf("dead letters = %+v", got)
+	}
+	// Keys keep increasing across restarts.
+	appendN(t, b2, "t", 0, 3, 1, 10)
+	b2.Flush(context.Background())
+	ch2, _ := b2.Next(ctxT(t))
+	b2.Ack(ch2, []DeadLetter{{Record: ch2.Records[0], Reason: "x"}})
+	got = got[:0]
+	b2.DeadLetters(func(d DeadLetter) error { got = append(got, d); return nil })
+	if len(got) != 2 || got[1].Record.Offset != 3 {
+		t.Fatalf("dead letters = %+v", got)
+	}
+}
+
+func TestCorruptChunkQuarantined(t *testing.T) {
+	c := testConfig(t)
+	b, _ := Open(c, nil)
+	appendN(t, b, "t", 0, 0, 5, 10)
+	bad := b.Flush(context.Background())
+	appendN(t, b, "t", 0, 5, 5, 10)
+	b.Flush(context.Background())
+	// Corrupt the first chunk's stored value behind the buffer's back.
+	err := b.db.Update(func(txn *badger.Txn) error { return txn.Set(key(prefixChunk, bad), []byte("SHC1garbage")) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch, err := b.Next(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ch.Records[0].Offset != 5 {
+		t.Fatalf("served chunk starts at %d, want the intact one at 5", ch.Records[0].Offset)
+	}
+	if s := b.Stats(); s.Quarantined != 1 {
+		t.Fatalf("quarantined = %d", s.Quarantined)
+	}
+	b.Ack(ch, nil)
+	// The quarantined records were never delivered: the commit stays below them.
+	if wm := b.Watermarks(); wm[shipper.TopicPartition{Topic: "t"}] != 0 {
+		t.Fatalf("wm = %v, want 0", wm)
+	}
+	b.Close()
+	b2 := open(t, c)
+	if s := b2.Stats(); s.Quarantined != 1 || s.DiskChunks != 0 {
+		t.Fatalf("after reopen: %+v", s)
+	}
+}
+
+func TestValidate(t *testing.T) {
+	cases := []struct {
+		name   string
+		mutate func(*Config)
+		key    string
+	}{
+		{"dir", func(c *Config) { c.Dir = "" }, "dir"},
+		{"tiny chunk", func(c *Config) { c.ChunkSize = 1000 }, "chunk_size"},
+		{"flush interval", func(c *Config) { c.FlushInterval = time.Millisecond }, "flush_interval"},
+		{"memory below chunks", func(c *Config) { c.MemoryLimit = c.ChunkSize }, "memory_limit"},
+		{"disk below chunks", func(c *Config) { c.DiskLimit = c.ChunkSize }, "disk_limit"},
+	}
+	ok := DefaultConfig()
+	ok.Dir = "/x"
+	if err := ok.Validate(); err != nil {
+		t.Fatalf("default config invalid: %v", err)
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := ok
+			tc.mutate(&c)
+			err := c.Validate()
+			var fe *shipper.FieldError
+			if !errors.As(err, &fe) || fe.Path != tc.key {
+				t.Fatalf("err = %v, want a FieldError for %s", err, tc.key)
+			}
+		})
+	}
+}

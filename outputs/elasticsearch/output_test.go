@@ -1,0 +1,258 @@
+package elasticsearch_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/shipper-agent/shipper"
+	"github.com/shipper-agent/shipper/outputs/elasticsearch"
+	"github.com/shipper-agent/shipper/outputs/elasticsearch/estest"
+)
+
+func newOutput(t *testing.T, srv *estest.Server, mutate func(*elasticsearch.Config)) *elasticsearch.Output {
+	t.Helper()
+	cfg := elasticsearch.DefaultConfig()
+	cfg.URLs = []string{srv.URL}
+	cfg.Index = "test"
+	cfg.RequestTimeout = 5 * time.Second
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	out, err := elasticsearch.New(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { out.Close() })
+	return out
+}
+
+var ts = time.Date(2026, 11, 21, 6, 30, 0, 123e6, time.UTC)
+
+func records(values ...string) []*shipper.Record {
+	var out []*shipper.Record
+	for i, v := range values {
+		out = append(out, &shipper.Record{Topic: "app-logs", Partition: 2, Offset: int64(100 + i), Value: []byte(v), Time: ts})
+	}
+	return out
+}
+
+func TestDocuments(t *testing.T) {
+	cases := []struct {
+		name, value string
+		want        map[string]any
+	}{
+		{"object gets kafka timestamp", `{"level":"info","msg":"hi"}`,
+			map[string]any{"@timestamp": "2026-11-21T06:30:00.123Z", "level": "info", "msg": "hi"}},
+		{"object keeps its own timestamp", `{"@timestamp":"2020-01-01T00:00:00Z","n":1}`,
+			map[string]any{"@timestamp": "2020-01-01T00:00:00Z", "n": float64(1)}},
+		{"nested @timestamp is not the document's", `{"inner":{"@timestamp":"x"}}`,
+			map[string]any{"@timestamp": "2026-11-21T06:30:00.123Z", "inner": map[string]any{"@timestamp": "x"}}},
+		{"empty object", `{}`, map[string]any{"@timestamp": "2026-11-21T06:30:00.123Z"}},
+		{"pretty-printed object is compacted", "{\n  \"a\": \"b\"\n}\n",
+			map[string]any{"@timestamp": "2026-11-21T06:30:00.123Z", "a": "b"}},
+		{"plain text", `GET /index.html 200 "quoted" \ backslash`,
+			map[string]any{"@timestamp": "2026-11-21T06:30:00.123Z", "message": `GET /index.html 200 "quoted" \ backslash`}},
+		{"multi-line text", "panic: boom\n\tat main.go:1",
+			map[string]any{"@timestamp": "2026-11-21T06:30:00.123Z", "message": "panic: boom\n\tat main.go:1"}},
+		{"json array is wrapped", `[1,2]`, map[string]any{"@timestamp": "2026-11-21T06:30:00.123Z", "message": `[1,2]`}},
+		{"broken json is wrapped", `{"a":`, map[string]any{"@timestamp": "2026-11-21T06:30:00.123Z", "message": `{"a":`}},
+		{"empty value", ``, map[string]any{"@timestamp": "2026-11-21T06:30:00.123Z", "message": ""}},
+	}
+	srv := estest.New(t)
+	out := newOutput(t, srv, nil)
+	var values []string
+	for _, c := range cases {
+		values = append(values, c.value)
+	}
+	recs := records(values...)
+	res, err := out.Send(context.Background(), recs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	docs := srv.Docs("test")
+	for i, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if res[i].Outcome != elasticsearch.Delivered {
+				t.Fatalf("outcome %+v", res[i])
+			}
+			id := fmt.Sprintf("app-logs-2-%d", 100+i)
+			var got map[string]any
+			if err := json.Unmarshal(docs[id], &got); err != nil {
+				t.Fatalf("doc %s: %v (%s)", id, err, docs[id])
+			}
+			if fmt.Sprint(got) != fmt.Sprint(c.want) {
+				t.Fatalf("doc = %v\nwant  %v", got, c.want)
+			}
+		})
+	}
+}
+
+func TestSendReplayIsDelivered(t *testing.T) {
+	srv := estest.New(t)
+	out := newOutput(t, srv, nil)
+	recs := records("a", "b", "c")
+	for attempt := range 2 {
+		res, err := out.Send(context.Background(), recs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, r := range res {
+			wantStatus := 201
+			if attempt == 1 {
+				wantStatus = 409
+			}
+			if r.Outcome != elasticsearch.Delivered || r.Status != wantStatus {
+				t.Fatalf("attempt %d item %d: %+v", attempt, i, r)
+			}
+		}
+	}
+	if n := len(srv.Docs("test")); n != 3 {
+		t.Fatalf("%d documents, want 3", n)
+	}
+}
+
+func TestSendItemOutcomes(t *testing.T) {
+	srv := estest.New(t)
+	srv.OnItem(func(id string, _ []byte) (int, string) {
+		switch id {
+		case "app-logs-2-101":
+			return 429, "es_rejected_execution_exception"
+		case "app-logs-2-102":
+			return 400, "mapper_parsing_exception"
+		case "app-logs-2-103":
+			return 503, "unavailable_shards_exception"
+		}
+		return 0, ""
+	})
+	out := newOutput(t, srv, nil)
+	res, err := out.Send(context.Background(), records("a", "b", "c", "d"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []elasticsearch.Outcome{elasticsearch.Delivered, elasticsearch.Retry, elasticsearch.Rejected, elasticsearch.Retry}
+	for i, r := range res {
+		if r.Outcome != want[i] {
+			t.Errorf("item %d: %+v, want outcome %d", i, r, want[i])
+		}
+	}
+	if !strings.Contains(res[2].Reason, "400 mapper_parsing_exception") {
+		t.Errorf("rejection reason %q", res[2].Reason)
+	}
+}
+
+func TestSendSplitsLargeChunks(t *testing.T) {
+	srv := estest.New(t)
+	out := newOutput(t, srv, func(c *elasticsearch.Config) { c.MaxBulkBytes = 64 << 10 })
+	var values []string
+	for range 50 {
+		values = append(values, strings.Repeat("x", 5000))
+	}
+	values = append(values, strings.Repeat("y", 100<<10)) // alone over the limit: sent by itself
+	res, err := out.Send(context.Background(), records(values...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range res {
+		if r.Outcome != elasticsearch.Delivered {
+			t.Fatalf("item %d: %+v", i, r)
+		}
+	}
+	if n := len(srv.Docs("test")); n != 51 {
+		t.Fatalf("%d documents, want 51", n)
+	}
+	if n := srv.Requests(); n < 5 {
+		t.Fatalf("%d bulk requests for ~350KB at 64KiB each", n)
+	}
+}
+
+func TestSendRequestFailure(t *testing.T) {
+	srv := estest.New(t)
+	srv.OnRequest(func(n int) (int, string) {
+		if n == 2 {
+			return 429, "7"
+		}
+		return 0, ""
+	})
+	out := newOutput(t, srv, func(c *elasticsearch.Config) { c.MaxBulkBytes = 64 << 10 })
+	var values []string
+	for range 30 {
+		values = append(values, strings.Repeat("x", 5000))
+	}
+	res, err := out.Send(context.Background(), records(values...))
+	var reqErr *elasticsearch.RequestError
+	if !errors.As(err, &reqErr) || reqErr.Status != 429 || reqErr.RetryAfter != 7*time.Second {
+		t.Fatalf("err = %#v", err)
+	}
+	delivered := 0
+	for _, r := range res {
+		if r.Outcome == elasticsearch.Delivered {
+			delivered++
+		} else if r.Outcome != elasticsearch.Retry {
+			t.Fatalf("unexpected outcome %+v", r)
+		}
+	}
+	if delivered == 0 || delivered != len(srv.Docs("test")) {
+		t.Fatalf("delivered %d, stored %d: the first request's outcomes must be kept", delivered, len(srv.Docs("test")))
+	}
+}
+
+func TestSendUnreachable(t *testing.T) {
+	srv := estest.New(t)
+	url := srv.URL
+	srv.Close()
+	cfg := elasticsearch.DefaultConfig()
+	cfg.URLs = []string{url}
+	out, err := elasticsearch.New(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := out.Send(context.Background(), records("a"))
+	var reqErr *elasticsearch.RequestError
+	if !errors.As(err, &reqErr) || reqErr.Status != 0 || res[0].Outcome != elasticsearch.Retry {
+		t.Fatalf("err = %v, res = %+v", err, res)
+	}
+}
+
+func TestValidate(t *testing.T) {
+	cases := []struct {
+		name   string
+		mutate func(*elasticsearch.Config)
+		key    string
+	}{
+		{"no urls", func(c *elasticsearch.Config) { c.URLs = nil }, "urls"},
+		{"bad scheme", func(c *elasticsearch.Config) { c.URLs = []string{"ftp://x"} }, "urls"},
+		{"credentials in url", func(c *elasticsearch.Config) { c.URLs = []string{"http://u:secret@x:9200"} }, "urls"},
+		{"uppercase index", func(c *elasticsearch.Config) { c.Index = "Logs" }, "index"},
+		{"workers", func(c *elasticsearch.Config) { c.Workers = 0 }, "workers"},
+		{"bulk bytes", func(c *elasticsearch.Config) { c.MaxBulkBytes = 10 }, "max_bulk_bytes"},
+		{"timeout", func(c *elasticsearch.Config) { c.RequestTimeout = 0 }, "request_timeout"},
+		{"backoff order", func(c *elasticsearch.Config) { c.RetryMaxBackoff = time.Millisecond }, "retry_max_backoff"},
+	}
+	if err := elasticsearch.DefaultConfig().Validate(); err != nil {
+		t.Fatalf("default config invalid: %v", err)
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := elasticsearch.DefaultConfig()
+			tc.mutate(&c)
+			err := c.Validate()
+			var fe *shipper.FieldError
+			if !errors.As(err, &fe) || fe.Path != tc.key {
+				t.Fatalf("err = %v, want a FieldError for %s", err, tc.key)
+			}
+			if strings.Contains(err.Error(), "secret") {
+				t.Fatalf("error leaks a password: %v", err)
+			}
+		})
+	}
+	c := elasticsearch.DefaultConfig()
+	c.URLs = []string{"http://a:9200, http://b:9200/", "https://c"}
+	if got := fmt.Sprint(c.Addresses()); got != "[http://a:9200 http://b:9200 https://c]" {
+		t.Fatalf("Addresses = %s", got)
+	}
+}

@@ -1,0 +1,180 @@
+package stacktest
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/base64"
+	"fmt"
+	"net"
+	"regexp"
+	"strconv"
+	"strings"
+)
+
+// pomVersion returns the text of <name>…</name> in the embedded pom.
+func pomVersion(pom []byte, name string) string {
+	re := regexp.MustCompile(`<` + regexp.QuoteMeta(name) + `>\s*([^<\s]+)\s*</` + regexp.QuoteMeta(name) + `>`)
+	m := re.FindSubmatch(pom)
+	if m == nil {
+		panic("stacktest: pom.xml has no <" + name + "> property")
+	}
+	return string(m[1])
+}
+
+// freePorts returns n distinct TCP ports on 127.0.0.1 that were free a moment
+// ago. All listeners are held until every port is chosen, so the ports differ.
+func freePorts(n int) ([]int, error) {
+	ports := make([]int, 0, n)
+	var ls []net.Listener
+	defer func() {
+		for _, l := range ls {
+			l.Close()
+		}
+	}()
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, fmt.Errorf("choosing a free port on 127.0.0.1: %w", err)
+		}
+		ls = append(ls, l)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
+}
+
+// newClusterID returns a random Kafka cluster id: 16 random bytes in
+// unpadded URL-safe base64, the form kafka.tools.StorageTool accepts. Like
+// Kafka's own Uuid.randomUuid it avoids ids starting with '-' (they read as
+// command-line flags).
+func newClusterID() string {
+	for {
+		var b [16]byte
+		if _, err := rand.Read(b[:]); err != nil {
+			panic(err)
+		}
+		id := base64.RawURLEncoding.EncodeToString(b[:])
+		if !strings.HasPrefix(id, "-") {
+			return id
+		}
+	}
+}
+
+type kafkaConfig struct {
+	Port           int // PLAINTEXT listener, what clients use
+	ControllerPort int // KRaft CONTROLLER listener
+	DataDir        string
+}
+
+// serverProperties renders a single-node KRaft (combined broker+controller)
+// configuration for a throwaway test broker.
+func (c kafkaConfig) serverProperties() string {
+	var b bytes.Buffer
+	p := func(k string, v any) { fmt.Fprintf(&b, "%s=%v\n", k, v) }
+	b.WriteString("# Written by the shipper e2e test stack (test/e2e/stacktest); regenerated on every start.\n")
+	p("process.roles", "broker,controller")
+	p("node.id", 1)
+	p("controller.quorum.voters", fmt.Sprintf("1@127.0.0.1:%d", c.ControllerPort))
+	p("listeners", fmt.Sprintf("PLAINTEXT://127.0.0.1:%d,CONTROLLER://127.0.0.1:%d", c.Port, c.ControllerPort))
+	p("advertised.listeners", fmt.Sprintf("PLAINTEXT://127.0.0.1:%d", c.Port))
+	p("listener.security.protocol.map", "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT")
+	p("controller.listener.names", "CONTROLLER")
+	p("inter.broker.listener.name", "PLAINTEXT")
+	p("log.dirs", c.DataDir)
+	p("auto.create.topics.enable", true)
+	p("delete.topic.enable", true)
+	p("num.partitions", 1)
+	p("default.replication.factor", 1)
+	p("min.insync.replicas", 1)
+	p("offsets.topic.replication.factor", 1)
+	// 50 partitions (the default) make the first consumer-group call slow.
+	p("offsets.topic.num.partitions", 4)
+	p("transaction.state.log.replication.factor", 1)
+	p("transaction.state.log.min.isr", 1)
+	p("transaction.state.log.num.partitions", 4)
+	p("group.initial.rebalance.delay.ms", 0)
+	p("num.network.threads", 2)
+	p("num.io.threads", 4)
+	p("num.recovery.threads.per.data.dir", 1)
+	p("log.retention.hours", 24)
+	p("log.cleaner.threads", 1)
+	p("log.cleaner.dedupe.buffer.size", 8*1024*1024)
+	return b.String()
+}
+
+// kafkaLog4j is the broker's logging config (reload4j via slf4j-reload4j):
+// everything goes to stdout, which the stack redirects to logs/kafka.log.
+const kafkaLog4j = `# Written by the shipper e2e test stack (test/e2e/stacktest).
+log4j.rootLogger=INFO, stdout
+log4j.appender.stdout=org.apache.log4j.ConsoleAppender
+log4j.appender.stdout.layout=org.apache.log4j.PatternLayout
+log4j.appender.stdout.layout.ConversionPattern=[%d] %p %m (%c)%n
+log4j.logger.kafka.request.logger=WARN
+log4j.logger.kafka.network.RequestChannel$=WARN
+log4j.logger.org.apache.kafka.common.utils.AppInfoParser=WARN
+log4j.logger.org.apache.kafka.common.metrics=WARN
+`
+
+type esConfig struct {
+	HTTPPort      int
+	TransportPort int
+	DataDir       string
+	LogsDir       string
+}
+
+// elasticsearchYML renders a single-node configuration bound to loopback.
+func (c esConfig) elasticsearchYML() string {
+	var b bytes.Buffer
+	p := func(k string, v any) { fmt.Fprintf(&b, "%s: %v\n", k, v) }
+	b.WriteString("# Written by the shipper e2e test stack (test/e2e/stacktest); regenerated on every start.\n")
+	p("cluster.name", "shipper-stack")
+	p("node.name", "stack")
+	p("path.data", strconv.Quote(c.DataDir))
+	p("path.logs", strconv.Quote(c.LogsDir))
+	p("network.host", "127.0.0.1")
+	p("http.port", c.HTTPPort)
+	p("transport.port", c.TransportPort)
+	p("discovery.type", "single-node")
+	// A nearly full disk must not make the node refuse writes.
+	p("cluster.routing.allocation.disk.threshold_enabled", false)
+	// The integ-test zip does contain the x-pack-security module, and with it
+	// security would auto-configure TLS and passwords on first start.
+	p("xpack.security.enabled", false)
+	// Let tests clean up with wildcards (DELETE /shipper-*).
+	p("action.destructive_requires_name", false)
+	return b.String()
+}
+
+// parseJavaMajor extracts the feature version from `java -version` output:
+// `openjdk version "17.0.15" …` → 17, `java version "1.8.0_402"` → 8.
+func parseJavaMajor(out string) (int, error) {
+	m := regexp.MustCompile(`version "([^"]+)"`).FindStringSubmatch(out)
+	if m == nil {
+		return 0, fmt.Errorf("cannot find a version in `java -version` output: %q", strings.TrimSpace(out))
+	}
+	v := m[1]
+	if strings.HasPrefix(v, "1.") {
+		v = v[2:]
+	}
+	end := strings.IndexFunc(v, func(r rune) bool { return r < '0' || r > '9' })
+	if end >= 0 {
+		v = v[:end]
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		return 0, fmt.Errorf("cannot parse Java version %q", m[1])
+	}
+	return n, nil
+}
+
+// lastLines returns at most n trailing lines of b.
+func lastLines(b []byte, n int) string {
+	s := strings.TrimRight(string(b), "\n")
+	if s == "" {
+		return ""
+	}
+	lines := strings.Split(s, "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}

@@ -1,0 +1,865 @@
+// Package stacktest runs the real servers the end-to-end tests talk to: one
+// Apache Kafka broker (KRaft, broker+controller in one JVM) and one
+// Elasticsearch node, both on 127.0.0.1 with free ports, fetched from Maven
+// Central with mvn and run with the machine's Java (17 or newer).
+//
+// The servers are ordinary background processes that outlive the process
+// that started them, so one `test/e2e/stack up` serves many test runs. Their
+// state (ports, pids, data, logs) lives in one directory, see [Dir]. Up reuses
+// a running healthy stack; Down stops it and deletes its data.
+//
+// See test/e2e/README.md for the command-line tool and debugging advice.
+package stacktest
+
+import (
+	"context"
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+)
+
+//go:embed pom.xml
+var pomXML []byte
+
+// Versions of the servers, as pinned in pom.xml.
+var (
+	KafkaVersion = pomVersion(pomXML, "kafka.version")
+	ESVersion    = pomVersion(pomXML, "elasticsearch.version")
+)
+
+// Environment variables that configure the stack.
+const (
+	// EnvDir overrides the state directory (default /tmp/shipper-stack-$UID).
+	EnvDir = "SHIPPER_STACK_DIR"
+	// EnvJavaHome selects the Java installation for both servers (default:
+	// $JAVA_HOME, else `java` on PATH).
+	EnvJavaHome = "SHIPPER_STACK_JAVA_HOME"
+	// EnvESJavaHome selects the Java installation for Elasticsearch only.
+	EnvESJavaHome = "SHIPPER_STACK_ES_JAVA_HOME"
+)
+
+// JVM heap of each server.
+const (
+	kafkaHeap = "512m"
+	esHeap    = "512m"
+)
+
+// How long a server may take to become healthy after it was started, and how
+// long it gets between SIGTERM and SIGKILL.
+const (
+	kafkaStartTimeout = 2 * time.Minute
+	esStartTimeout    = 4 * time.Minute
+	kafkaStopGrace    = 15 * time.Second
+	esStopGrace       = 30 * time.Second
+	logTailLines      = 40
+)
+
+// Stack is a running stack: where to reach its servers.
+type Stack struct {
+	KafkaBrokers string // host:port of the broker, e.g. 127.0.0.1:40123
+	ESURL        string // e.g. http://127.0.0.1:40125
+	Dir          string // state directory
+}
+
+// Env returns the shell-style lines `stack up` prints:
+// KAFKA_BROKERS=… and ES_URL=….
+func (s *Stack) Env() []string {
+	return []string{"KAFKA_BROKERS=" + s.KafkaBrokers, "ES_URL=" + s.ESURL}
+}
+
+// Dir returns the state directory: $SHIPPER_STACK_DIR, or
+// /tmp/shipper-stack-$UID.
+func Dir() string {
+	d := os.Getenv(EnvDir)
+	if d == "" {
+		// Deliberately not $TMPDIR: that may be a private directory the
+		// Elasticsearch user cannot enter.
+		d = "/tmp/shipper-stack-" + strconv.Itoa(os.Getuid())
+	}
+	if abs, err := filepath.Abs(d); err == nil {
+		d = abs
+	}
+	return d
+}
+
+// StackStatus describes what runs; [Status] returns it. (Go does not allow a
+// type and a function both named Status in one package.)
+type StackStatus struct {
+	Dir           string
+	StateFile     string // absent when nothing was started
+	Kafka         ServerStatus
+	Elasticsearch ServerStatus
+}
+
+// ServerStatus describes one server of the stack.
+type ServerStatus struct {
+	Name      string         // "kafka" or "elasticsearch"
+	Version   string         // version the stack started
+	PID       int            // process id (the session leader); 0 if not started
+	Running   bool           // the process is alive
+	Healthy   bool           // it answered a request just now
+	Addr      string         // 127.0.0.1:port (Kafka) or http://127.0.0.1:port (Elasticsearch)
+	Ports     map[string]int // all its listeners by name
+	StartedAt time.Time      // zero if not started
+	LogFile   string         // stdout+stderr of the server
+	Problem   string         // why it is not running/healthy; empty if fine
+	Detail    string         // e.g. "cluster yellow" for Elasticsearch
+}
+
+// OK reports whether both servers run and are healthy.
+func (s StackStatus) OK() bool { return s.Kafka.Healthy && s.Elasticsearch.Healthy }
+
+// Stack returns the endpoints of the stack, or nil unless s.OK().
+func (s StackStatus) Stack() *Stack {
+	if !s.OK() {
+		return nil
+	}
+	return &Stack{KafkaBrokers: s.Kafka.Addr, ESURL: s.Elasticsearch.Addr, Dir: s.Dir}
+}
+
+// String renders the status for humans, one server per line.
+func (s StackStatus) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "state dir: %s\n", s.Dir)
+	for _, srv := range []ServerStatus{s.Kafka, s.Elasticsearch} {
+		switch {
+		case srv.PID == 0:
+			fmt.Fprintf(&b, "%-13s not started", srv.Name)
+		case srv.Healthy:
+			fmt.Fprintf(&b, "%-13s %s healthy  pid %d  %s  ports %v  up %s", srv.Name, srv.Version, srv.PID, srv.Addr, srv.Ports, time.Since(srv.StartedAt).Round(time.Second))
+			if srv.Detail != "" {
+				fmt.Fprintf(&b, "  (%s)", srv.Detail)
+			}
+		case srv.Running:
+			fmt.Fprintf(&b, "%-13s %s UNHEALTHY  pid %d  %s  ports %v", srv.Name, srv.Version, srv.PID, srv.Addr, srv.Ports)
+		default:
+			fmt.Fprintf(&b, "%-13s %s NOT RUNNING  (was pid %d, %s)", srv.Name, srv.Version, srv.PID, srv.Addr)
+		}
+		if srv.Problem != "" && srv.PID != 0 {
+			fmt.Fprintf(&b, "\n              problem: %s", srv.Problem)
+		}
+		if srv.LogFile != "" {
+			fmt.Fprintf(&b, "\n              log: %s", srv.LogFile)
+		}
+		b.WriteByte('\n')
+	}
+	return b.String()
+}
+
+// state is the JSON state file.
+type state struct {
+	Kafka         serverState `json:"kafka"`
+	Elasticsearch serverState `json:"elasticsearch"`
+}
+
+type serverState struct {
+	Version   string         `json:"version"`
+	PID       int            `json:"pid"`
+	StartTime uint64         `json:"proc_start_time"` // /proc/PID/stat field 22, guards against pid reuse
+	Ports     map[string]int `json:"ports"`
+	Addr      string         `json:"addr"`
+	LogFile   string         `json:"log_file"`
+	User      string         `json:"user,omitempty"`
+	StartedAt time.Time      `json:"started_at"`
+}
+
+func (s serverState) alive() bool { return alive(s.PID, s.StartTime) }
+
+// layout knows the paths inside the state directory.
+type layout struct{ dir string }
+
+func (l *layout) lockFile() string     { return filepath.Join(l.dir, "lock") }
+func (l *layout) stateFile() string    { return filepath.Join(l.dir, "state.json") }
+func (l *layout) distDir() string      { return filepath.Join(l.dir, "dist") }
+func (l *layout) kafkaDist() string    { return filepath.Join(l.distDir(), "kafka-"+KafkaVersion) }
+func (l *layout) esDist() string       { return filepath.Join(l.distDir(), "elasticsearch-"+ESVersion) }
+func (l *layout) kafkaDir() string     { return filepath.Join(l.dir, "kafka") }
+func (l *layout) esDir() string        { return filepath.Join(l.dir, "elasticsearch") }
+func (l *layout) logsDir() string      { return filepath.Join(l.dir, "logs") }
+func (l *layout) kafkaLog() string     { return filepath.Join(l.logsDir(), "kafka.log") }
+func (l *layout) esLog() string        { return filepath.Join(l.logsDir(), "elasticsearch.log") }
+func (l *layout) esLogsDir() string    { return filepath.Join(l.logsDir(), "elasticsearch") }
+func (l *layout) kafkaDataDir() string { return filepath.Join(l.kafkaDir(), "data") }
+func (l *layout) esDataDir() string    { return filepath.Join(l.esDir(), "data") }
+
+func (l *layout) readState() (*state, error) {
+	b, err := os.ReadFile(l.stateFile())
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var st state
+	if err := json.Unmarshal(b, &st); err != nil {
+		return nil, fmt.Errorf("corrupt state file %s (test/e2e/stack down cleans up): %w", l.stateFile(), err)
+	}
+	return &st, nil
+}
+
+func (l *layout) writeState(st *state) error {
+	b, err := json.MarshalIndent(st, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp := l.stateFile() + ".tmp"
+	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, l.stateFile())
+}
+
+// mkdir creates the state directory with mode 0755.
+func (l *layout) mkdir() error {
+	if err := os.MkdirAll(l.dir, 0o755); err != nil {
+		return fmt.Errorf("creating the stack directory: %w", err)
+	}
+	return os.Chmod(l.dir, 0o755)
+}
+
+// lock takes the stack's exclusive lock (flock on DIR/lock), waiting for
+// other stack commands as long as ctx allows.
+func (l *layout) lock(ctx context.Context, log io.Writer) (unlock func(), err error) {
+	f, err := os.OpenFile(l.lockFile(), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	said := false
+	for {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			return func() { f.Close() }, nil
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) && !errors.Is(err, syscall.EINTR) {
+			f.Close()
+			return nil, fmt.Errorf("locking %s: %w", l.lockFile(), err)
+		}
+		if !said {
+			fmt.Fprintf(log, "stack: waiting for another stack command (lock %s)\n", l.lockFile())
+			said = true
+		}
+		select {
+		case <-ctx.Done():
+			f.Close()
+			return nil, fmt.Errorf("waiting for the stack lock %s: %w", l.lockFile(), ctx.Err())
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// Up starts the stack, or returns the running one if both servers are alive
+// and healthy. Missing server distributions are fetched with Maven first
+// (this takes a while the very first time). Progress goes to log (may be nil).
+// Concurrent calls, also from different processes, are serialized; the
+// second one reuses what the first one started.
+func Up(ctx context.Context, log io.Writer) (*Stack, error) {
+	if log == nil {
+		log = io.Discard
+	}
+	l := &layout{dir: Dir()}
+	if err := l.mkdir(); err != nil {
+		return nil, err
+	}
+	unlock, err := l.lock(ctx, log)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+
+	st, err := l.readState()
+	if err != nil {
+		// Leftover servers are still found by stopStrays below.
+		fmt.Fprintf(log, "stack: ignoring the state file: %v\n", err)
+		st = nil
+	}
+	if st != nil {
+		problem := checkRunning(ctx, st, 3)
+		if problem == "" {
+			fmt.Fprintf(log, "stack: reusing the running stack in %s\n", l.dir)
+			return st.stack(l.dir), nil
+		}
+		fmt.Fprintf(log, "stack: the recorded stack is not usable (%s); restarting it\n", problem)
+		l.stopServers(ctx, st, log)
+		os.Remove(l.stateFile())
+	}
+	if err := l.stopStrays(ctx, log); err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+
+	java, err := findJava(ctx, EnvJavaHome)
+	if err != nil {
+		return nil, err
+	}
+	esJava := java
+	if os.Getenv(EnvESJavaHome) != "" {
+		if esJava, err = findJava(ctx, EnvESJavaHome); err != nil {
+			return nil, err
+		}
+	}
+	user, err := esRunAs(log)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkTraversable(l.dir, user); err != nil {
+		return nil, err
+	}
+	if err := checkTraversable(esJava.Home, user); err != nil {
+		return nil, fmt.Errorf("Java for Elasticsearch: %w", err)
+	}
+	if err := l.ensureDists(ctx, log); err != nil {
+		return nil, err
+	}
+
+	// A port chosen as free may be taken by someone else before the server
+	// binds it; try again with new ports in that case.
+	for attempt := 1; ; attempt++ {
+		st, err := l.start(ctx, log, java, esJava, user)
+		if err == nil {
+			return st.stack(l.dir), nil
+		}
+		if attempt >= 3 || !errors.Is(err, errPortTaken) || ctx.Err() != nil {
+			return nil, err
+		}
+		fmt.Fprintf(log, "stack: a port was taken meanwhile; retrying with new ports\n")
+	}
+}
+
+func (st *state) stack(dir string) *Stack {
+	return &Stack{KafkaBrokers: st.Kafka.Addr, ESURL: st.Elasticsearch.Addr, Dir: dir}
+}
+
+// checkRunning returns "" if both recorded servers are alive, of the current
+// versions and answer requests (tries times, a second apart), else why not.
+func checkRunning(ctx context.Context, st *state, tries int) string {
+	if st.Kafka.Version != KafkaVersion || st.Elasticsearch.Version != ESVersion {
+		return fmt.Sprintf("it runs Kafka %s and Elasticsearch %s, want %s and %s",
+			st.Kafka.Version, st.Elasticsearch.Version, KafkaVersion, ESVersion)
+	}
+	var problem string
+	for i := 0; i < tries; i++ {
+		if i > 0 {
+			select {
+			case <-ctx.Done():
+				return ctx.Err().Error()
+			case <-time.After(time.Second):
+			}
+		}
+		switch {
+		case !st.Kafka.alive():
+			return fmt.Sprintf("Kafka (pid %d) is not running", st.Kafka.PID)
+		case !st.Elasticsearch.alive():
+			return fmt.Sprintf("Elasticsearch (pid %d) is not running", st.Elasticsearch.PID)
+		}
+		kerr := kafkaHealth(ctx, st.Kafka.Addr)
+		_, eerr := esHealth(ctx, st.Elasticsearch.Addr, false)
+		if kerr == nil && eerr == nil {
+			return ""
+		}
+		problem = errors.Join(kerr, eerr).Error()
+	}
+	return problem
+}
+
+// kafkaHealth makes a metadata request to the broker.
+func kafkaHealth(ctx context.Context, addr string) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	d := &kafka.Dialer{Timeout: 3 * time.Second}
+	conn, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return fmt.Errorf("Kafka at %s: %w", addr, err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(3 * time.Second))
+	brokers, err := conn.Brokers()
+	if err != nil {
+		return fmt.Errorf("Kafka at %s: metadata request: %w", addr, err)
+	}
+	if len(brokers) == 0 {
+		return fmt.Errorf("Kafka at %s: metadata lists no brokers", addr)
+	}
+	return nil
+}
+
+// esHealth asks Elasticsearch for its cluster health and returns the
+// cluster status (green, yellow, red). With waitYellow (used while starting)
+// a red cluster is an error; otherwise any answer counts, so that a test
+// which left a red index behind does not make `up` restart the stack.
+func esHealth(ctx context.Context, url string, waitYellow bool) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	path := "/_cluster/health"
+	if waitYellow {
+		path += "?wait_for_status=yellow&timeout=2s"
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url+path, nil)
+	if err != nil {
+		return "", err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "", fmt.Errorf("Elasticsearch at %s: %w", url, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	var health struct {
+		Status string `json:"status"`
+	}
+	if resp.StatusCode != http.StatusOK || json.Unmarshal(body, &health) != nil || health.Status == "" {
+		return "", fmt.Errorf("Elasticsearch at %s: GET %s: %s %s", url, path, resp.Status, strings.TrimSpace(string(body)))
+	}
+	return health.Status, nil
+}
+
+var errPortTaken = errors.New("port already in use")
+
+// started is a server process this process started.
+type started struct {
+	name    string
+	st      serverState
+	exited  chan struct{} // closed when the process exited
+	waitErr error         // valid after exited is closed
+}
+
+// start starts both servers from scratch and waits until they are healthy.
+// On failure it stops whatever it started.
+func (l *layout) start(ctx context.Context, log io.Writer, java, esJava javaHome, user *runAs) (*state, error) {
+	for _, d := range []string{l.kafkaDir(), l.esDir(), l.logsDir()} {
+		if err := os.RemoveAll(d); err != nil {
+			return nil, err
+		}
+	}
+	if err := os.MkdirAll(l.logsDir(), 0o755); err != nil {
+		return nil, err
+	}
+	ports, err := freePorts(4)
+	if err != nil {
+		return nil, err
+	}
+	kcfg := kafkaConfig{Port: ports[0], ControllerPort: ports[1], DataDir: l.kafkaDataDir()}
+	ecfg := esConfig{HTTPPort: ports[2], TransportPort: ports[3], DataDir: l.esDataDir(), LogsDir: l.esLogsDir()}
+
+	// Phase 1: prepare and launch both (Kafka's storage format and
+	// Elasticsearch's start overlap).
+	var k, e *started
+	var kerr, eerr error
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); k, kerr = l.launchKafka(ctx, log, java, kcfg) }()
+	go func() { defer wg.Done(); e, eerr = l.launchES(ctx, log, esJava, ecfg, user) }()
+	wg.Wait()
+	st := &state{}
+	if k != nil {
+		st.Kafka = k.st
+	}
+	if e != nil {
+		st.Elasticsearch = e.st
+	}
+	if err := errors.Join(kerr, eerr); err != nil {
+		l.stopServers(context.Background(), st, io.Discard)
+		return nil, err
+	}
+	if err := l.writeState(st); err != nil {
+		l.stopServers(context.Background(), st, io.Discard)
+		return nil, err
+	}
+
+	// Phase 2: wait until both answer. If one fails, stop waiting for the
+	// other (and report only the failure).
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	await := func(s *started, timeout time.Duration, health func(context.Context) error) error {
+		err := l.awaitHealthy(wctx, log, s, timeout, health)
+		if err != nil {
+			if wctx.Err() != nil && ctx.Err() == nil {
+				return nil // the other server failed; its error is reported
+			}
+			cancel()
+		}
+		return err
+	}
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		kerr = await(k, kafkaStartTimeout, func(ctx context.Context) error { return kafkaHealth(ctx, k.st.Addr) })
+	}()
+	go func() {
+		defer wg.Done()
+		eerr = await(e, esStartTimeout, func(ctx context.Context) error { _, err := esHealth(ctx, e.st.Addr, true); return err })
+	}()
+	wg.Wait()
+	if err := errors.Join(kerr, eerr); err != nil {
+		fmt.Fprintf(log, "stack: start failed; stopping what was started\n")
+		l.stopServers(context.Background(), st, io.Discard)
+		os.Remove(l.stateFile())
+		return nil, err
+	}
+	return st, nil
+}
+
+// awaitHealthy polls health until it succeeds, the process exits, the
+// timeout passes or ctx ends.
+func (l *layout) awaitHealthy(ctx context.Context, log io.Writer, s *started, timeout time.Duration, health func(context.Context) error) error {
+	begin := time.Now()
+	deadline := begin.Add(timeout)
+	var last error
+	for {
+		if last = health(ctx); last == nil {
+			fmt.Fprintf(log, "stack: %s is ready at %s (%s)\n", s.name, s.st.Addr, time.Since(begin).Round(100*time.Millisecond))
+			return nil
+		}
+		select {
+		case <-s.exited:
+			return l.startError(s, fmt.Sprintf("exited during startup (%v)", s.waitErr))
+		case <-ctx.Done():
+			return l.startError(s, fmt.Sprintf("did not become ready: %v (last check: %v)", ctx.Err(), last))
+		case <-time.After(250 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			return l.startError(s, fmt.Sprintf("did not become ready within %s (last check: %v)", timeout, last))
+		}
+	}
+}
+
+// startError builds an error with the tail of the server's log.
+func (l *layout) startError(s *started, what string) error {
+	b, _ := os.ReadFile(s.st.LogFile)
+	err := fmt.Errorf("%s (pid %d, %s) %s; last %d lines of %s:\n%s\n(end of %s)",
+		s.name, s.st.PID, s.st.Addr, what, logTailLines, s.st.LogFile, lastLines(b, logTailLines), s.st.LogFile)
+	if strings.Contains(string(b), "Address already in use") {
+		return errors.Join(err, errPortTaken)
+	}
+	return err
+}
+
+// launch starts cmd as the leader of a new session (so it outlives us and
+// can be stopped as a group) with stdout and stderr appended to logFile.
+func launch(name, logFile, dir string, argv, env []string, attr *syscall.SysProcAttr, st serverState) (*started, error) {
+	out, err := os.OpenFile(logFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	defer out.Close()
+	devnull, err := os.Open(os.DevNull)
+	if err != nil {
+		return nil, err
+	}
+	defer devnull.Close()
+	proc, err := os.StartProcess(argv[0], argv, &os.ProcAttr{
+		Dir:   dir,
+		Env:   env,
+		Files: []*os.File{devnull, out, out},
+		Sys:   attr,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("starting %s (%s): %w", name, argv[0], err)
+	}
+	s := &started{name: name, st: st, exited: make(chan struct{})}
+	s.st.PID = proc.Pid
+	s.st.LogFile = logFile
+	s.st.StartedAt = time.Now().UTC()
+	if p, ok := readProc(proc.Pid); ok {
+		s.st.StartTime = p.StartTime
+	}
+	go func() {
+		// Reap the process if it exits while we live; it is not waited for
+		// otherwise (it is meant to outlive us).
+		ps, err := proc.Wait()
+		if err == nil {
+			err = errors.New(ps.String())
+		}
+		s.waitErr = err
+		close(s.exited)
+	}()
+	return s, nil
+}
+
+// serverEnv is the environment of the servers: ours without variables that
+// would change how the JVMs or Elasticsearch start.
+func serverEnv(extra ...string) []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		if strings.HasPrefix(k, "ES_") || strings.HasPrefix(k, "KAFKA_") ||
+			k == "JAVA_TOOL_OPTIONS" || k == "_JAVA_OPTIONS" || k == "JDK_JAVA_OPTIONS" || k == "CLASSPATH" {
+			continue
+		}
+		env = append(env, kv)
+	}
+	return append(env, extra...)
+}
+
+func (l *layout) launchKafka(ctx context.Context, log io.Writer, java javaHome, cfg kafkaConfig) (*started, error) {
+	props := filepath.Join(l.kafkaDir(), "server.properties")
+	log4j := filepath.Join(l.kafkaDir(), "log4j.properties")
+	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(props, []byte(cfg.serverProperties()), 0o644); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(log4j, []byte(kafkaLog4j), 0o644); err != nil {
+		return nil, err
+	}
+	classpath := filepath.Join(l.kafkaDist(), "*")
+	jvm := []string{
+		"-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Xss1m",
+		"-Djava.awt.headless=true",
+		"-Dlog4j.configuration=file:" + log4j,
+		"-Dkafka.logs.dir=" + l.logsDir(),
+		"-cp", classpath,
+	}
+	env := serverEnv()
+
+	// Format the (empty) storage directory for KRaft.
+	format := append([]string{java.Java, "-Xmx256m"}, jvm...)
+	format = append(format, "kafka.tools.StorageTool", "format", "-t", newClusterID(), "-c", props)
+	fctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	fmt.Fprintf(log, "stack: starting Kafka %s on 127.0.0.1:%d (controller %d)\n", KafkaVersion, cfg.Port, cfg.ControllerPort)
+	out, err := runLogged(fctx, l.kafkaLog(), l.kafkaDir(), format, env)
+	if err != nil {
+		return nil, fmt.Errorf("formatting Kafka storage failed (%v); command: %s\n%s\n(output also in %s)",
+			err, strings.Join(format, " "), lastLines(out, logTailLines), l.kafkaLog())
+	}
+
+	argv := append([]string{java.Java, "-Xms" + kafkaHeap, "-Xmx" + kafkaHeap}, jvm...)
+	argv = append(argv, "kafka.Kafka", props)
+	return launch("Kafka", l.kafkaLog(), l.kafkaDir(), argv, env, &syscall.SysProcAttr{Setsid: true}, serverState{
+		Version: KafkaVersion,
+		Ports:   map[string]int{"plaintext": cfg.Port, "controller": cfg.ControllerPort},
+		Addr:    fmt.Sprintf("127.0.0.1:%d", cfg.Port),
+	})
+}
+
+// runLogged runs argv to completion, appending its output to logFile too.
+func runLogged(ctx context.Context, logFile, dir string, argv, env []string) ([]byte, error) {
+	f, err := os.OpenFile(logFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fmt.Fprintf(f, "+ %s\n", strings.Join(argv, " "))
+	var buf strings.Builder
+	cmd := execCommand(ctx, argv, dir, env)
+	w := io.MultiWriter(f, &buf)
+	cmd.Stdout, cmd.Stderr = w, w
+	err = cmd.Run()
+	return []byte(buf.String()), err
+}
+
+func (l *layout) launchES(ctx context.Context, log io.Writer, java javaHome, cfg esConfig, user *runAs) (*started, error) {
+	conf := filepath.Join(l.esDir(), "config")
+	tmp := filepath.Join(l.esDir(), "tmp")
+	if err := copyTree(filepath.Join(l.esDist(), "config"), conf); err != nil {
+		return nil, fmt.Errorf("copying the Elasticsearch config: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(conf, "elasticsearch.yml"), []byte(cfg.elasticsearchYML()), 0o644); err != nil {
+		return nil, err
+	}
+	for _, d := range []string{cfg.DataDir, tmp, cfg.LogsDir} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, err
+		}
+	}
+	// Everything Elasticsearch writes belongs to the user it runs as.
+	if err := chownTree(l.esDir(), user); err != nil {
+		return nil, err
+	}
+	if err := chownTree(cfg.LogsDir, user); err != nil {
+		return nil, err
+	}
+	env := serverEnv(
+		"ES_JAVA_HOME="+java.Home,
+		"ES_PATH_CONF="+conf,
+		"ES_TMPDIR="+tmp,
+		"ES_JAVA_OPTS=-Xms"+esHeap+" -Xmx"+esHeap,
+	)
+	who := ""
+	if user != nil {
+		who = " as user " + user.Name
+		env = setEnv(env, "HOME", l.esDir())
+		env = setEnv(env, "USER", user.Name)
+		env = setEnv(env, "LOGNAME", user.Name)
+	}
+	fmt.Fprintf(log, "stack: starting Elasticsearch %s on http://127.0.0.1:%d (transport %d)%s\n", ESVersion, cfg.HTTPPort, cfg.TransportPort, who)
+	argv := []string{filepath.Join(l.esDist(), "bin", "elasticsearch")}
+	st := serverState{
+		Version: ESVersion,
+		Ports:   map[string]int{"http": cfg.HTTPPort, "transport": cfg.TransportPort},
+		Addr:    fmt.Sprintf("http://127.0.0.1:%d", cfg.HTTPPort),
+	}
+	if user != nil {
+		st.User = user.Name
+	}
+	return launch("Elasticsearch", l.esLog(), l.esDir(), argv, env, user.credential(), st)
+}
+
+func execCommand(ctx context.Context, argv []string, dir string, env []string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd.Dir, cmd.Env = dir, env
+	return cmd
+}
+
+func setEnv(env []string, k, v string) []string {
+	out := env[:0:0]
+	for _, kv := range env {
+		if !strings.HasPrefix(kv, k+"=") {
+			out = append(out, kv)
+		}
+	}
+	return append(out, k+"="+v)
+}
+
+// stopServers stops both recorded servers (concurrently).
+func (l *layout) stopServers(ctx context.Context, st *state, log io.Writer) {
+	var wg sync.WaitGroup
+	stop := func(name string, s serverState, grace time.Duration) {
+		defer wg.Done()
+		if s.PID == 0 {
+			return
+		}
+		if len(sessionMembers(s.PID)) > 0 {
+			fmt.Fprintf(log, "stack: stopping %s (pid %d)\n", name, s.PID)
+		}
+		if !stopSession(ctx, s.PID, s.StartTime, grace) {
+			fmt.Fprintf(log, "stack: WARNING: %s (pid %d) survived SIGKILL\n", name, s.PID)
+		}
+	}
+	wg.Add(2)
+	go stop("Kafka", st.Kafka, kafkaStopGrace)
+	go stop("Elasticsearch", st.Elasticsearch, esStopGrace)
+	wg.Wait()
+}
+
+// stopStrays stops processes running from this stack's directory that the
+// state file does not know about (e.g. after the state file was deleted).
+func (l *layout) stopStrays(ctx context.Context, log io.Writer) error {
+	pids := strayServers(l.dir)
+	if len(pids) == 0 {
+		return nil
+	}
+	fmt.Fprintf(log, "stack: stopping leftover processes of %s: %v\n", l.dir, pids)
+	killPids(ctx, pids, esStopGrace)
+	if left := strayServers(l.dir); len(left) > 0 {
+		return fmt.Errorf("could not stop leftover processes using %s: %v", l.dir, left)
+	}
+	return nil
+}
+
+// Down stops the stack (SIGTERM, then SIGKILL after a grace period, to each
+// server's whole process group) and deletes its data. The downloaded
+// distributions stay (so the next Up is fast and offline), and so do the
+// logs until the next Up.
+func Down(ctx context.Context, log io.Writer) error {
+	if log == nil {
+		log = io.Discard
+	}
+	l := &layout{dir: Dir()}
+	if _, err := os.Stat(l.dir); errors.Is(err, os.ErrNotExist) {
+		fmt.Fprintf(log, "stack: nothing to stop (%s does not exist)\n", l.dir)
+		return nil
+	}
+	unlock, err := l.lock(ctx, log)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	st, err := l.readState()
+	if err != nil {
+		fmt.Fprintf(log, "stack: %v\n", err)
+	}
+	if st != nil {
+		l.stopServers(ctx, st, log)
+	}
+	if err := l.stopStrays(ctx, log); err != nil {
+		return err
+	}
+	var errs []error
+	for _, p := range []string{l.stateFile(), l.kafkaDir(), l.esDir()} {
+		if err := os.RemoveAll(p); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("deleting stack data: %w", err)
+	}
+	fmt.Fprintf(log, "stack: stopped; data deleted (logs kept in %s until the next up)\n", l.logsDir())
+	return nil
+}
+
+// Status reports what runs, checking each server's health now. The error is
+// non-nil only if the state cannot be read; a stack that is not running is
+// a StackStatus with OK() false.
+func Status(ctx context.Context) (StackStatus, error) {
+	l := &layout{dir: Dir()}
+	s := StackStatus{
+		Dir:           l.dir,
+		Kafka:         ServerStatus{Name: "kafka", Problem: "not started"},
+		Elasticsearch: ServerStatus{Name: "elasticsearch", Problem: "not started"},
+	}
+	st, err := l.readState()
+	if err != nil {
+		return s, err
+	}
+	if st == nil {
+		return s, nil
+	}
+	s.StateFile = l.stateFile()
+	var wg sync.WaitGroup
+	one := func(out *ServerStatus, ss serverState, health func(context.Context, string) (string, error)) {
+		defer wg.Done()
+		out.Version, out.PID, out.Addr, out.Ports, out.LogFile, out.StartedAt =
+			ss.Version, ss.PID, ss.Addr, ss.Ports, ss.LogFile, ss.StartedAt
+		out.Running = ss.alive()
+		if !out.Running {
+			out.Problem = "process is not running"
+			return
+		}
+		detail, err := health(ctx, ss.Addr)
+		if err != nil {
+			out.Problem = err.Error()
+			return
+		}
+		out.Healthy, out.Problem, out.Detail = true, "", detail
+	}
+	wg.Add(2)
+	go one(&s.Kafka, st.Kafka, func(ctx context.Context, addr string) (string, error) {
+		return "", kafkaHealth(ctx, addr)
+	})
+	go one(&s.Elasticsearch, st.Elasticsearch, func(ctx context.Context, url string) (string, error) {
+		color, err := esHealth(ctx, url, false)
+		return "cluster " + color, err
+	})
+	wg.Wait()
+	return s, nil
+}
+
+// Running returns the running stack without starting anything; it fails
+// unless both servers run and are healthy.
+func Running(ctx context.Context) (*Stack, error) {
+	s, err := Status(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if !s.OK() {
+		return nil, fmt.Errorf("the test stack is not running and healthy (start it with test/e2e/stack up):\n%s", s)
+	}
+	return s.Stack(), nil
+}
