@@ -108,7 +108,7 @@ func (c Config) Validate() error {
 			bad(d.key, "must be positive, got %s", d.v)
 		}
 	}
-	if c.HeartbeatInterval >= c.SessionTimeout {
+	if c.HeartbeatInterval > 0 && c.SessionTimeout > 0 && c.HeartbeatInterval >= c.SessionTimeout {
 		bad("heartbeat_interval", "must be shorter than session_timeout (%s)", c.SessionTimeout)
 	}
 	if c.FetchMaxBytes < 1<<10 {

@@ -129,6 +129,9 @@ func (in *Input) Run(ctx context.Context) error {
 		in.startGeneration(gen)
 	}
 
+	// Nothing appended after this point could be delivered before the
+	// final commit anyway.
+	in.stopFetch()
 	stopCommits()
 	wg.Wait()
 	in.commit()

@@ -1,0 +1,118 @@
+// Package kafkatest provides fakes of the Kafka input's collaborators: an
+// in-process Kafka cluster that speaks the real protocol (kfake), a Sink that
+// records what it is given and can apply back-pressure, and a Watermarks
+// whose offsets a test controls.
+package kafkatest
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// Cluster is an in-process single-broker Kafka cluster with a client for
+// producing test data and inspecting committed offsets. Both are closed when
+// the test ends.
+type Cluster struct {
+	kf     *kfake.Cluster
+	client *kgo.Client
+}
+
+// NewCluster starts a cluster holding the given topics, each with the given
+// number of partitions.
+func NewCluster(t testing.TB, partitions int32, topics ...string) *Cluster {
+	t.Helper()
+	kf, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(partitions, topics...))
+	if err != nil {
+		t.Fatalf("start kfake: %v", err)
+	}
+	client, err := kgo.NewClient(
+		kgo.SeedBrokers(kf.ListenAddrs()...),
+		kgo.RecordPartitioner(kgo.ManualPartitioner()),
+	)
+	if err != nil {
+		kf.Close()
+		t.Fatalf("kgo client: %v", err)
+	}
+	c := &Cluster{kf: kf, client: client}
+	t.Cleanup(func() {
+		client.Close()
+		kf.Close()
+	})
+	return c
+}
+
+// Addrs returns the brokers' "host:port" addresses.
+func (c *Cluster) Addrs() []string { return c.kf.ListenAddrs() }
+
+// Message is a record to produce.
+type Message struct {
+	Topic     string
+	Partition int32
+	Key       []byte
+	Value     []byte
+	Time      time.Time
+}
+
+// Produce writes the messages synchronously and returns the offset each got.
+func (c *Cluster) Produce(t testing.TB, msgs ...Message) []int64 {
+	t.Helper()
+	recs := make([]*kgo.Record, len(msgs))
+	for i, m := range msgs {
+		recs[i] = &kgo.Record{Topic: m.Topic, Partition: m.Partition, Key: m.Key, Value: m.Value, Timestamp: m.Time}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.client.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+		t.Fatalf("produce: %v", err)
+	}
+	offsets := make([]int64, len(recs))
+	for i, r := range recs {
+		offsets[i] = r.Offset
+	}
+	return offsets
+}
+
+// Committed returns the group's committed offset of each of the topic's
+// partitions in parts; -1 means none is committed.
+func (c *Cluster) Committed(t testing.TB, group, topic string, parts ...int32) map[int32]int64 {
+	t.Helper()
+	req := kmsg.NewPtrOffsetFetchRequest()
+	req.Group = group
+	rt := kmsg.NewOffsetFetchRequestTopic()
+	rt.Topic = topic
+	rt.Partitions = parts
+	req.Topics = append(req.Topics, rt)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := req.RequestWith(ctx, c.client)
+	if err != nil {
+		t.Fatalf("offset fetch: %v", err)
+	}
+	if err := kerr.ErrorForCode(resp.ErrorCode); err != nil {
+		t.Fatalf("offset fetch %s: %v", group, err)
+	}
+	out := make(map[int32]int64, len(parts))
+	for _, rt := range resp.Topics {
+		if rt.Topic != topic {
+			continue
+		}
+		for _, p := range rt.Partitions {
+			if err := kerr.ErrorForCode(p.ErrorCode); err != nil {
+				t.Fatalf("offset fetch %s %s/%d: %v", group, topic, p.Partition, err)
+			}
+			out[p.Partition] = p.Offset
+		}
+	}
+	for _, p := range parts {
+		if _, ok := out[p]; !ok {
+			t.Fatalf("offset fetch %s: no answer for %s/%d", group, topic, p)
+		}
+	}
+	return out
+}

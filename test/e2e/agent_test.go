@@ -1,0 +1,228 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// agentOpts are the settings a test varies; the rest is fixed by
+// agentConfig.
+type agentOpts struct {
+	Topic, Group, Index string
+	DataDir             string
+	ChunkSize           string // default "1MiB"
+	FlushInterval       string // default "200ms"
+	Extra               string // more HCL inside the buffer block
+}
+
+// agentProc is a shipper process under test.
+type agentProc struct {
+	t       *testing.T
+	cmd     *exec.Cmd
+	api     string
+	logPath string
+	done    chan error
+}
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// writeConfig writes an agent configuration and returns its path and the
+// API address it uses.
+func writeConfig(t *testing.T, o agentOpts) (string, string) {
+	t.Helper()
+	if o.ChunkSize == "" {
+		o.ChunkSize = "1MiB"
+	}
+	if o.FlushInterval == "" {
+		o.FlushInterval = "200ms"
+	}
+	api := freePort(t)
+	cfg := fmt.Sprintf(`
+data_dir = %q
+shutdown_timeout = "20s"
+log {
+  level  = "info"
+  format = "json"
+}
+api {
+  address = %q
+}
+kafka {
+  brokers         = [%q]
+  topics          = [%q]
+  group_id        = %q
+  commit_interval = "500ms"
+  session_timeout = "10s"
+}
+buffer {
+  chunk_size     = %q
+  flush_interval = %q
+  memory_limit   = "64MiB"
+  %s
+}
+elasticsearch {
+  urls  = [%q]
+  index = %q
+  retry_initial_backoff = "200ms"
+  retry_max_backoff     = "2s"
+}
+`, o.DataDir, api, stack.KafkaBrokers, o.Topic, o.Group, o.ChunkSize, o.FlushInterval, o.Extra, stack.ESURL, o.Index)
+	path := filepath.Join(o.DataDir, "shipper.hcl")
+	if err := os.MkdirAll(o.DataDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path, api
+}
+
+// startAgent runs the binary and waits until its API answers.
+func startAgent(t *testing.T, o agentOpts) *agentProc {
+	t.Helper()
+	path, api := writeConfig(t, o)
+	logPath := filepath.Join(o.DataDir, fmt.Sprintf("agent-%d.log", time.Now().UnixNano()))
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(binary, "run", "-config", path)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	a := &agentProc{t: t, cmd: cmd, api: "http://" + api, logPath: logPath, done: make(chan error, 1)}
+	go func() { a.done <- cmd.Wait(); logFile.Close() }()
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+			<-a.done
+		}
+		if t.Failed() {
+			a.dumpLog()
+		}
+	})
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		res, err := http.Get(a.api + "/api/health")
+		if err == nil {
+			res.Body.Close()
+			if res.StatusCode == 200 {
+				return a
+			}
+		}
+		select {
+		case err := <-a.done:
+			a.done <- err
+			a.dumpLog()
+			t.Fatalf("agent exited during start: %v", err)
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			a.dumpLog()
+			t.Fatal("agent API did not answer within 30s")
+		}
+	}
+}
+
+func (a *agentProc) dumpLog() {
+	b, _ := os.ReadFile(a.logPath)
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if len(lines) > 40 {
+		lines = lines[len(lines)-40:]
+	}
+	a.t.Logf("agent log %s (last %d lines):\n%s", a.logPath, len(lines), strings.Join(lines, "\n"))
+}
+
+// kill ends the agent with SIGKILL: no shutdown code runs.
+func (a *agentProc) kill() {
+	a.t.Helper()
+	if err := a.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		a.t.Fatal(err)
+	}
+	<-a.done
+}
+
+// stop sends SIGTERM and requires a clean exit within the timeout.
+func (a *agentProc) stop(timeout time.Duration) {
+	a.t.Helper()
+	if err := a.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		a.t.Fatal(err)
+	}
+	select {
+	case err := <-a.done:
+		if err != nil {
+			a.dumpLog()
+			a.t.Fatalf("agent exited with %v after SIGTERM", err)
+		}
+	case <-time.After(timeout):
+		a.dumpLog()
+		a.t.Fatalf("agent still running %s after SIGTERM", timeout)
+	}
+}
+
+// status returns the agent's /api/status document.
+func (a *agentProc) status() map[string]any {
+	a.t.Helper()
+	var st map[string]any
+	a.getJSON("GET", "/api/status", &st)
+	return st
+}
+
+func (a *agentProc) getJSON(method, path string, v any) int {
+	a.t.Helper()
+	req, _ := http.NewRequest(method, a.api+path, nil)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		a.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	if err := json.Unmarshal(b, v); err != nil {
+		a.t.Fatalf("%s %s: %v: %s", method, path, err, b)
+	}
+	return res.StatusCode
+}
+
+// waitFor polls cond until it holds or the timeout passes.
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		ok, state := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s; last state: %s", timeout, what, state)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+func mustJSON(v any) *bytes.Reader {
+	b, _ := json.Marshal(v)
+	return bytes.NewReader(b)
+}
+

@@ -1,0 +1,211 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/shipper-agent/shipper/test/e2e/loggen"
+)
+
+// newTopic creates a topic named after the test.
+func newTopic(t *testing.T, partitions int) string {
+	t.Helper()
+	name := strings.ToLower(regexp.MustCompile(`[^A-Za-z0-9]+`).ReplaceAllString(t.Name(), "-")) +
+		"-" + strconv.FormatInt(time.Now().UnixNano()%1e9, 36)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := loggen.CreateTopic(ctx, stack.KafkaBrokers, name, partitions); err != nil {
+		t.Fatal(err)
+	}
+	return name
+}
+
+func produce(t *testing.T, topic string, from, n int) {
+	t.Helper()
+	w := loggen.Writer(stack.KafkaBrokers, topic)
+	defer w.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := loggen.Produce(ctx, w, from, n); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func kafkaClient() *kafka.Client {
+	return &kafka.Client{Addr: kafka.TCP(stack.KafkaBrokers), Timeout: 10 * time.Second}
+}
+
+// endOffsets returns each partition's log end offset.
+func endOffsets(t *testing.T, topic string, partitions int) map[int]int64 {
+	t.Helper()
+	var reqs []kafka.OffsetRequest
+	for p := range partitions {
+		reqs = append(reqs, kafka.LastOffsetOf(p))
+	}
+	res, err := kafkaClient().ListOffsets(context.Background(), &kafka.ListOffsetsRequest{
+		Topics: map[string][]kafka.OffsetRequest{topic: reqs}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[int]int64{}
+	for _, p := range res.Topics[topic] {
+		if p.Error != nil {
+			t.Fatalf("list offsets %s/%d: %v", topic, p.Partition, p.Error)
+		}
+		out[p.Partition] = p.LastOffset
+	}
+	return out
+}
+
+// committedOffsets returns the group's committed offset per partition (-1: none).
+func committedOffsets(t *testing.T, group, topic string, partitions int) map[int]int64 {
+	t.Helper()
+	var parts []int
+	for p := range partitions {
+		parts = append(parts, p)
+	}
+	res, err := kafkaClient().OffsetFetch(context.Background(), &kafka.OffsetFetchRequest{
+		GroupID: group, Topics: map[string][]int{topic: parts}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[int]int64{}
+	for _, p := range res.Topics[topic] {
+		out[p.Partition] = p.CommittedOffset
+	}
+	return out
+}
+
+// waitCommittedAtEnd waits until the group has committed the end offset of
+// every partition: everything was acknowledged end to end.
+func waitCommittedAtEnd(t *testing.T, group, topic string, partitions int) {
+	t.Helper()
+	end := endOffsets(t, topic, partitions)
+	waitFor(t, 30*time.Second, "committed offsets at the end of every partition", func() (bool, string) {
+		c := committedOffsets(t, group, topic, partitions)
+		return fmt.Sprint(c) == fmt.Sprint(end), fmt.Sprintf("committed %v, end %v", c, end)
+	})
+}
+
+func esDo(t *testing.T, method, path string, body io.Reader, v any) int {
+	t.Helper()
+	req, err := http.NewRequest(method, stack.ESURL+path, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	if v != nil {
+		if err := json.Unmarshal(b, v); err != nil {
+			t.Fatalf("%s %s: %v: %.300s", method, path, err, b)
+		}
+	}
+	return res.StatusCode
+}
+
+// esCount refreshes the index and counts its documents (0 if it does not exist).
+func esCount(t *testing.T, index string) int {
+	t.Helper()
+	esDo(t, "POST", "/"+index+"/_refresh", nil, nil)
+	var res struct {
+		Count int `json:"count"`
+	}
+	if status := esDo(t, "GET", "/"+index+"/_count", nil, &res); status == 404 {
+		return 0
+	}
+	return res.Count
+}
+
+var seqInText = regexp.MustCompile(`seq=(\d+)`)
+
+// assertExactlyOnce proves that the index holds exactly the records
+// 0..n-1 produced by loggen to the topic, each once, under its
+// deterministic id: the count is n, every id <topic>-<partition>-<offset>
+// for every offset Kafka holds is present, and the documents carry each
+// sequence number 0..n-1 exactly once.
+func assertExactlyOnce(t *testing.T, index, topic string, partitions, n int) {
+	t.Helper()
+	if got := esCount(t, index); got != n {
+		t.Fatalf("index %s holds %d documents, want %d", index, got, n)
+	}
+	end := endOffsets(t, topic, partitions)
+	var total int64
+	for _, e := range end {
+		total += e
+	}
+	if total != int64(n) {
+		t.Fatalf("Kafka holds %d records in %s, want %d", total, topic, n)
+	}
+	seen := make([]bool, n)
+	var ids []string
+	check := func() {
+		var res struct {
+			Docs []struct {
+				ID     string          `json:"_id"`
+				Found  bool            `json:"found"`
+				Source json.RawMessage `json:"_source"`
+			} `json:"docs"`
+		}
+		esDo(t, "POST", "/"+index+"/_mget?_source_includes=seq,message", mustJSON(map[string]any{"ids": ids}), &res)
+		if len(res.Docs) != len(ids) {
+			t.Fatalf("_mget returned %d docs for %d ids", len(res.Docs), len(ids))
+		}
+		for _, d := range res.Docs {
+			if !d.Found {
+				t.Fatalf("document %s is missing", d.ID)
+			}
+			var src struct {
+				Seq     *int   `json:"seq"`
+				Message string `json:"message"`
+			}
+			json.Unmarshal(d.Source, &src)
+			seq := -1
+			if src.Seq != nil {
+				seq = *src.Seq
+			} else if m := seqInText.FindStringSubmatch(src.Message); m != nil {
+				seq, _ = strconv.Atoi(m[1])
+			}
+			if seq < 0 || seq >= n {
+				t.Fatalf("document %s has no valid sequence number: %s", d.ID, d.Source)
+			}
+			if seen[seq] {
+				t.Fatalf("record %d is indexed twice (again as %s)", seq, d.ID)
+			}
+			seen[seq] = true
+		}
+		ids = ids[:0]
+	}
+	for p := range partitions {
+		for off := int64(0); off < end[p]; off++ {
+			ids = append(ids, fmt.Sprintf("%s-%d-%d", topic, p, off))
+			if len(ids) == 5000 {
+				check()
+			}
+		}
+	}
+	if len(ids) > 0 {
+		check()
+	}
+	for i, ok := range seen {
+		if !ok {
+			t.Fatalf("record %d is not indexed", i)
+		}
+	}
+}
