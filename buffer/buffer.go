@@ -436,6 +436,12 @@ func (b *Buffer) Next(ctx context.Context) (*Chunk, error) {
 				b.mu.Unlock()
 				return nil, ErrClosed
 			}
+			if err := ctx.Err(); err != nil {
+				// Checked before handing out a chunk, not only while
+				// waiting: a stopping worker must not take another.
+				b.mu.Unlock()
+				return nil, err
+			}
 			e = b.firstIdle()
 			if e != nil && (b.memUsed == 0 || b.memUsed+b.chunkMem(e.meta) <= int64(b.cfg.MemoryLimit)) {
 				break

@@ -195,6 +195,13 @@ func TestFIFOAndRelease(t *testing.T) {
 	if _, err := b.Next(ctx); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Next with nothing idle: err = %v", err)
 	}
+	// A cancelled context gets no chunk even when one is idle.
+	b.Release(c3)
+	cancelled, cancel2 := context.WithCancel(context.Background())
+	cancel2()
+	if c, err := b.Next(cancelled); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Next with a cancelled context: chunk %v, err %v", c, err)
+	}
 }
 
 func TestReopenServesStoredChunks(t *testing.T) {

@@ -1,0 +1,34 @@
+# shipper: the two commands are `make demo` and `make test`.
+GO ?= go
+BIN := bin
+
+.PHONY: all build demo test vet unit e2e stack-up stack-down clean
+
+all: build
+
+build: ## the agent as one static binary
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/shipper ./cmd/shipper
+
+demo: ## local stack + sample logs + the agent; DEMO_SECONDS=60 to stop by itself
+	scripts/demo
+
+test: vet unit e2e ## everything CI runs
+
+vet:
+	$(GO) vet ./...
+	$(GO) vet -tags e2e ./test/e2e/...
+
+unit:
+	$(GO) test -race -count=1 ./...
+
+e2e: ## brings the real Kafka + Elasticsearch stack up itself (test/e2e/stack)
+	$(GO) test -tags e2e -count=1 -timeout 20m -v ./test/e2e/ 2>&1 | scripts/e2e-summary
+
+stack-up:
+	test/e2e/stack up
+
+stack-down:
+	test/e2e/stack down
+
+clean:
+	rm -rf $(BIN) .cache

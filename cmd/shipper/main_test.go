@@ -1,0 +1,42 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestCommands(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.hcl")
+	os.WriteFile(bad, []byte("kafka {\n  topics = [\"a\"]\n  colour = \"red\"\n}\n"), 0o644)
+	cases := []struct {
+		name     string
+		args     []string
+		code     int
+		inStdout string
+		inStderr string
+	}{
+		{"validate example", []string{"validate", "-config", "../../config.example.hcl"}, 0, "valid", ""},
+		{"validate unknown attribute", []string{"validate", "-config", bad}, 1, "", bad + ":3:3: Error: Unsupported argument"},
+		{"validate missing file", []string{"validate", "-config", filepath.Join(dir, "nope.hcl")}, 1, "", "nope.hcl"},
+		{"run with broken config", []string{"run", "-config", bad}, 1, "", "Unsupported argument"},
+		{"unknown flag", []string{"validate", "-cfg", "x"}, 2, "", "flag provided but not defined"},
+		{"unknown command", []string{"frobnicate"}, 2, "", `unknown command "frobnicate"`},
+		{"no command", nil, 2, "", "Usage:"},
+		{"help", []string{"help"}, 0, "Usage:", ""},
+		{"version", []string{"version"}, 0, "shipper dev", ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			code := exitCode(Run(context.Background(), tc.args, &stdout, &stderr), &stderr)
+			if code != tc.code || !strings.Contains(stdout.String(), tc.inStdout) || !strings.Contains(stderr.String(), tc.inStderr) {
+				t.Fatalf("exit %d (want %d)\nstdout: %s\nstderr: %s", code, tc.code, stdout.String(), stderr.String())
+			}
+		})
+	}
+}
