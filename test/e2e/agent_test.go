@@ -225,4 +225,3 @@ func mustJSON(v any) *bytes.Reader {
 	b, _ := json.Marshal(v)
 	return bytes.NewReader(b)
 }
-
