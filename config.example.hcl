@@ -63,8 +63,15 @@ buffer {
   # Ceiling on chunk bytes in memory (open, being written, loaded for
   # delivery). Appends block at the ceiling: the Kafka input pauses.
   memory_limit = "64MiB"
-  # Ceiling on chunk bytes on disk. Appends block at the ceiling.
+  # Ceiling on the buffer's disk use: stored chunks, and the directory
+  # itself (deleted chunks are reclaimed by value-log GC). Appends block at
+  # the ceiling.
   disk_limit = "10GiB"
+  # Free space left on the filesystem whatever else fills it; below it
+  # appends block as at disk_limit. At least 112MiB.
+  min_free_space = "256MiB"
+  # Compression of stored chunks: none or zstd.
+  compression = "none"
   # fsync every chunk write (off: survives a process crash, not a power loss;
   # offsets are committed only after delivery, so Kafka still has the data).
   sync_writes = true

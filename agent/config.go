@@ -145,3 +145,18 @@ func NewLogger(c LogConfig, w *os.File) *slog.Logger {
 	}
 	return slog.New(slog.NewJSONHandler(w, opts))
 }
+
+// MemoryOverhead is the memory the agent uses beyond buffer.memory_limit:
+// the Go runtime and libraries, badger's memtables, Kafka fetch buffers and
+// one bulk request body per delivery worker (built from a loaded chunk, so
+// about its size again). docs/benchmarks.md measures it.
+func (c Config) MemoryOverhead() int64 {
+	return 48<<20 + int64(c.Elasticsearch.Workers)*2*int64(c.Buffer.ChunkSize)
+}
+
+// SoftMemoryLimit is the Go runtime's soft memory limit for this
+// configuration: the buffer's ceiling plus the overhead. Near it the
+// garbage collector works harder instead of letting the heap grow.
+func (c Config) SoftMemoryLimit() int64 {
+	return int64(c.Buffer.MemoryLimit) + c.MemoryOverhead()
+}

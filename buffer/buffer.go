@@ -34,11 +34,13 @@ type OffsetRange struct {
 // Meta describes a stored chunk. It is stored apart from the chunk's data so
 // that opening the buffer reads only metadata.
 type Meta struct {
-	Seq     uint64        `json:"seq"`
-	Records int           `json:"records"`
-	Bytes   int64         `json:"bytes"`
-	Created time.Time     `json:"created"`
-	Ranges  []OffsetRange `json:"ranges"`
+	Seq     uint64 `json:"seq"`
+	Records int    `json:"records"`
+	// Bytes is the stored size; RawBytes the size before compression.
+	Bytes    int64         `json:"bytes"`
+	RawBytes int64         `json:"raw_bytes"`
+	Created  time.Time     `json:"created"`
+	Ranges   []OffsetRange `json:"ranges"`
 }
 
 // Chunk is a stored chunk loaded for delivery. Its records alias its data:
@@ -57,19 +59,33 @@ type DeadLetter struct {
 
 // Stats is a snapshot of the buffer's state.
 type Stats struct {
-	OpenRecords    int    `json:"open_records"`
-	MemoryBytes    int64  `json:"memory_bytes"`
-	MemoryLimit    int64  `json:"memory_limit"`
-	DiskChunks     int    `json:"disk_chunks"`
-	DiskRecords    int64  `json:"disk_records"`
+	OpenRecords int   `json:"open_records"`
+	MemoryBytes int64 `json:"memory_bytes"`
+	MemoryLimit int64 `json:"memory_limit"`
+	// MemoryChunks counts chunks in memory: open, being written, loaded.
+	MemoryChunks int   `json:"memory_chunks"`
+	DiskChunks   int   `json:"disk_chunks"`
+	DiskRecords  int64 `json:"disk_records"`
+	// DiskBytes is the stored size of undelivered chunks; DiskUsage what
+	// the buffer's directory occupies, garbage not yet reclaimed included.
 	DiskBytes      int64  `json:"disk_bytes"`
+	DiskUsage      int64  `json:"disk_usage"`
 	DiskLimit      int64  `json:"disk_limit"`
+	FilesystemFree int64  `json:"filesystem_free"`
 	InFlightChunks int    `json:"in_flight_chunks"`
 	OldestChunkAge string `json:"oldest_chunk_age,omitempty"`
-	DeadLetters    int64  `json:"dead_letters"`
-	Quarantined    int    `json:"quarantined"`
+	// OldestChunkSeconds is OldestChunkAge as a number, 0 when empty.
+	OldestChunkSeconds float64 `json:"oldest_chunk_seconds"`
+	DeadLetters        int64   `json:"dead_letters"`
+	Quarantined        int     `json:"quarantined"`
 	// Blocked says why appends are waiting, if they are.
 	Blocked string `json:"blocked,omitempty"`
+	// BlockedSeconds is the total time appends have spent waiting.
+	BlockedSeconds float64 `json:"blocked_seconds"`
+	// GCRuns counts value-log files rewritten or removed; GCReclaimed the
+	// disk bytes given back.
+	GCRuns      int64 `json:"gc_runs"`
+	GCReclaimed int64 `json:"gc_reclaimed_bytes"`
 }
 
 type entry struct {
@@ -88,6 +104,9 @@ type Buffer struct {
 	// writeMu serialises sealing and writing, so chunks reach disk in
 	// sequence order and at most one sealed chunk waits in memory.
 	writeMu sync.Mutex
+	// dbWrites is held shared by every badger write and exclusively by GC's
+	// DropPrefix, during which badger rejects writes.
+	dbWrites sync.RWMutex
 
 	mu       sync.Mutex
 	changed  chan struct{} // closed and replaced on every state change
@@ -104,8 +123,17 @@ type Buffer struct {
 	quarantined  []Meta
 	deadLetters  int64
 	blocked      string
+	blockedTotal time.Duration
 	writeErr     error
 	closed       bool
+
+	// Disk accounting refreshed by the maintenance loop.
+	diskUsage   int64 // bytes the directory occupies
+	fsFree      int64 // free bytes on its filesystem
+	freed       int64 // chunk bytes deleted since the last GC
+	gcRuns      int64
+	gcReclaimed int64
+	gcKick      chan struct{}
 
 	stop      context.Context // done once the buffer closes
 	closeStop context.CancelFunc
@@ -139,6 +167,7 @@ func Open(cfg Config, log *slog.Logger) (*Buffer, error) {
 	b := &Buffer{
 		cfg: cfg, db: db, log: log,
 		changed:      make(chan struct{}),
+		gcKick:       make(chan struct{}, 1),
 		chunks:       make(map[uint64]*entry),
 		lastAppended: make(map[shipper.TopicPartition]int64),
 	}
@@ -148,17 +177,27 @@ func Open(cfg Config, log *slog.Logger) (*Buffer, error) {
 	}
 	b.nextSeq = max(b.nextSeq, 1) // 0 means "no chunk" to Flush and WaitDelivered
 	b.stop, b.closeStop = context.WithCancel(context.Background())
-	b.wg.Add(1)
+	b.refreshDisk()
+	b.wg.Add(2)
 	go b.flushLoop()
+	go b.maintainLoop()
 	return b, nil
 }
+
+// valueLogFileSize is small so that space is reclaimed file by file: value-
+// log GC rewrites or removes whole files, and the active one never.
+const valueLogFileSize = 16 << 20
+
+// maxMemTableSize caps badger's memtables, which are sized from the
+// memory limit.
+const maxMemTableSize = 16 << 20
 
 // badgerOptions sizes badger for a small footprint: its defaults (64 MiB
 // memtables × 5, a 256 MiB block cache, 1 GiB value-log files) are for a
 // database server. Chunk data goes to the value log; the LSM tree holds only
 // keys and metadata, so small memtables suffice.
 func badgerOptions(cfg Config, log *slog.Logger) badger.Options {
-	memtable := min(max(int64(cfg.MemoryLimit)/16, 1<<20), 16<<20)
+	memtable := min(max(int64(cfg.MemoryLimit)/16, 1<<20), maxMemTableSize)
 	return badger.DefaultOptions(cfg.Dir).
 		WithLogger(badgerLogger{log}).
 		WithSyncWrites(cfg.SyncWrites).
@@ -170,7 +209,7 @@ func badgerOptions(cfg Config, log *slog.Logger) badger.Options {
 		WithBlockCacheSize(0).
 		WithIndexCacheSize(0).
 		WithCompression(options.None).
-		WithValueLogFileSize(64 << 20).
+		WithValueLogFileSize(valueLogFileSize).
 		WithValueThreshold(4 << 10).
 		WithNumCompactors(2).
 		WithDetectConflicts(false).
@@ -271,8 +310,7 @@ func (b *Buffer) Append(ctx context.Context, r *shipper.Record) error {
 		if reason == "" {
 			break
 		}
-		b.blocked = reason
-		if err := b.wait(ctx); err != nil {
+		if err := b.waitBlocked(ctx, reason); err != nil {
 			return err
 		}
 	}
@@ -301,8 +339,8 @@ func (b *Buffer) appendBlocked(size int) string {
 	if b.open != nil {
 		pending += int64(len(b.open.buf))
 	}
-	if b.diskUsed > 0 && b.diskUsed+pending > int64(b.cfg.DiskLimit) {
-		return "disk_limit reached"
+	if r := b.diskBlocked(pending); r != "" {
+		return r
 	}
 	need := int64(0)
 	switch {
@@ -337,10 +375,13 @@ func (b *Buffer) seal(ctx context.Context) error {
 	b.writeMu.Lock()
 	defer b.writeMu.Unlock()
 	b.mu.Lock()
-	for b.open != nil && b.open.records > 0 && b.diskUsed > 0 &&
-		b.diskUsed+int64(len(b.open.buf)) > int64(b.cfg.DiskLimit) {
-		b.blocked = "disk_limit reached"
-		if err := b.wait(ctx); err != nil {
+	for b.open != nil && b.open.records > 0 {
+		b.refreshFree()
+		reason := b.diskBlocked(int64(len(b.open.buf)))
+		if reason == "" {
+			break
+		}
+		if err := b.waitBlocked(ctx, reason); err != nil {
 			b.mu.Unlock()
 			return err
 		}
@@ -353,7 +394,17 @@ func (b *Buffer) seal(ctx context.Context) error {
 	b.open = nil
 	seq := b.nextSeq
 	b.nextSeq++
-	data, meta := w.seal(seq)
+	b.sealing = &Meta{Seq: seq, Ranges: w.rangeList()} // pins the watermark meanwhile
+	b.mu.Unlock()
+
+	// Compression runs outside the lock; its output counts as memory too.
+	data, meta := w.seal(seq, b.cfg.Compression == "zstd")
+	held := int64(cap(w.buf))
+	if b.cfg.Compression == "zstd" {
+		held += int64(cap(data))
+	}
+	b.mu.Lock()
+	b.memUsed += held - int64(cap(w.buf))
 	b.sealing = &meta
 	b.mu.Unlock()
 
@@ -367,7 +418,7 @@ func (b *Buffer) seal(ctx context.Context) error {
 			b.chunks[seq] = &entry{meta: meta}
 			b.order = append(b.order, seq)
 			b.diskUsed += meta.Bytes
-			b.memUsed -= int64(cap(data))
+			b.memUsed -= held
 			b.notify()
 			b.mu.Unlock()
 			return nil
@@ -391,12 +442,19 @@ func (b *Buffer) seal(ctx context.Context) error {
 	}
 }
 
+// update runs a write transaction, never concurrently with GC's DropPrefix.
+func (b *Buffer) update(fn func(*badger.Txn) error) error {
+	b.dbWrites.RLock()
+	defer b.dbWrites.RUnlock()
+	return b.db.Update(fn)
+}
+
 func (b *Buffer) write(data []byte, m Meta) error {
 	mj, err := json.Marshal(m)
 	if err != nil {
 		return err
 	}
-	return b.db.Update(func(txn *badger.Txn) error {
+	return b.update(func(txn *badger.Txn) error {
 		if err := txn.Set(key(prefixChunk, m.Seq), data); err != nil {
 			return err
 		}
@@ -475,7 +533,15 @@ func (b *Buffer) Next(ctx context.Context) (*Chunk, error) {
 	}
 }
 
-func (b *Buffer) chunkMem(m Meta) int64 { return m.Bytes + int64(m.Records)*recordOverhead }
+// chunkMem is the memory a loaded chunk holds: its stored bytes, their
+// decompressed copy if compressed, and the decoded record headers.
+func (b *Buffer) chunkMem(m Meta) int64 {
+	mem := m.Bytes + int64(m.Records)*recordOverhead
+	if m.RawBytes > m.Bytes {
+		mem += m.RawBytes
+	}
+	return mem
+}
 
 func (b *Buffer) firstIdle() *entry {
 	for _, seq := range b.order {
@@ -516,7 +582,7 @@ func (b *Buffer) load1(m Meta, mem int64) (*Chunk, error) {
 func (b *Buffer) quarantine(m Meta, cause error) {
 	b.log.Error("quarantining corrupt chunk", "seq", m.Seq, "records", m.Records, "err", cause)
 	mj, _ := json.Marshal(m)
-	err := b.db.Update(func(txn *badger.Txn) error {
+	err := b.update(func(txn *badger.Txn) error {
 		if err := txn.Delete(key(prefixMeta, m.Seq)); err != nil {
 			return err
 		}
@@ -549,7 +615,7 @@ func (b *Buffer) Ack(c *Chunk, dead []DeadLetter) error {
 	firstDead := b.nextDead
 	b.nextDead += uint64(len(dead))
 	b.mu.Unlock()
-	err := b.db.Update(func(txn *badger.Txn) error {
+	err := b.update(func(txn *badger.Txn) error {
 		for i, d := range dead {
 			v, err := json.Marshal(deadLetterJSON(d))
 			if err != nil {
@@ -572,6 +638,10 @@ func (b *Buffer) Ack(c *Chunk, dead []DeadLetter) error {
 	b.removeLocked(c.Seq)
 	b.memUsed -= c.mem
 	b.deadLetters += int64(len(dead))
+	b.freed += c.Bytes
+	if b.freed >= valueLogFileSize {
+		b.kickGC()
+	}
 	b.notify()
 	return nil
 }
@@ -654,20 +724,28 @@ func (b *Buffer) Stats() Stats {
 	defer b.mu.Unlock()
 	s := Stats{
 		MemoryBytes: b.memUsed, MemoryLimit: int64(b.cfg.MemoryLimit),
-		DiskChunks: len(b.order), DiskBytes: b.diskUsed, DiskLimit: int64(b.cfg.DiskLimit),
-		DeadLetters: b.deadLetters, Quarantined: len(b.quarantined), Blocked: b.blocked,
+		DiskChunks: len(b.order), DiskBytes: b.diskUsed, DiskUsage: b.diskUsage, DiskLimit: int64(b.cfg.DiskLimit),
+		FilesystemFree: b.fsFree, DeadLetters: b.deadLetters, Quarantined: len(b.quarantined),
+		Blocked: b.blocked, BlockedSeconds: b.blockedTotal.Seconds(), GCRuns: b.gcRuns, GCReclaimed: b.gcReclaimed,
 	}
 	if b.open != nil {
 		s.OpenRecords = b.open.records
+		s.MemoryChunks++
+	}
+	if b.sealing != nil {
+		s.MemoryChunks++
 	}
 	for _, e := range b.chunks {
 		s.DiskRecords += int64(e.meta.Records)
 		if e.inflight {
 			s.InFlightChunks++
+			s.MemoryChunks++
 		}
 	}
 	if len(b.order) > 0 {
-		s.OldestChunkAge = time.Since(b.chunks[b.order[0]].meta.Created).Round(time.Millisecond).String()
+		age := time.Since(b.chunks[b.order[0]].meta.Created)
+		s.OldestChunkAge = age.Round(time.Millisecond).String()
+		s.OldestChunkSeconds = age.Seconds()
 	}
 	return s
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -71,7 +72,7 @@ func TestChunkRoundTrip(t *testing.T) {
 	for _, r := range want {
 		w.add(r)
 	}
-	data, m := w.seal(42)
+	data, m := w.seal(42, false)
 	if m.Seq != 42 || m.Records != 4 || m.Bytes != int64(len(data)) {
 		t.Fatalf("meta = %+v", m)
 	}
@@ -96,7 +97,7 @@ func TestChunkCorruptionDetected(t *testing.T) {
 	w := newChunkWriter(16, time.Now())
 	w.add(rec("t", 0, 1, 100))
 	w.add(rec("t", 0, 2, 100))
-	data, _ := w.seal(1)
+	data, _ := w.seal(1, false)
 	cases := map[string]func([]byte) []byte{
 		"flipped payload bit": func(d []byte) []byte { d[len(d)-5] ^= 1; return d },
 		"torn tail":           func(d []byte) []byte { return d[:len(d)-30] },
@@ -533,5 +534,168 @@ func TestValidate(t *testing.T) {
 				t.Fatalf("err = %v, want a FieldError for %s", err, tc.key)
 			}
 		})
+	}
+}
+
+func TestCompressedChunks(t *testing.T) {
+	c := testConfig(t)
+	c.Compression = "zstd"
+	b := open(t, c)
+	appendN(t, b, "t", 0, 0, 50, 2000) // repetitive values compress well
+	b.Flush(context.Background())
+	s := b.Stats()
+	if s.DiskBytes*10 > 50*2000 {
+		t.Fatalf("stored %d bytes for 100 KB of repetitive records: not compressed", s.DiskBytes)
+	}
+	var got []shipper.Record
+	for len(got) < 50 {
+		ch, err := b.Next(ctxT(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ch.RawBytes <= ch.Bytes {
+			t.Fatalf("chunk raw=%d stored=%d", ch.RawBytes, ch.Bytes)
+		}
+		// Memory counts the decompressed copy while the chunk is loaded.
+		if mem := b.Stats().MemoryBytes; mem < ch.RawBytes {
+			t.Fatalf("memory %d < decompressed size %d", mem, ch.RawBytes)
+		}
+		got = append(got, ch.Records...)
+		b.Ack(ch, nil)
+	}
+	for i, r := range got {
+		if r.Offset != int64(i) || !bytes.Equal(r.Value, rec("t", 0, int64(i), 2000).Value) {
+			t.Fatalf("record %d decoded as offset %d", i, r.Offset)
+		}
+	}
+	if mem := b.Stats().MemoryBytes; mem != 0 {
+		t.Fatalf("memory after ack = %d", mem)
+	}
+	// A corrupted compressed chunk is detected, not decoded into garbage.
+	w := newChunkWriter(16, time.Now())
+	w.add(rec("t", 0, 1, 3000))
+	data, _ := w.seal(1, true)
+	data[len(data)-3] ^= 0xff
+	if _, err := decodeChunk(data, 1); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("corrupt compressed chunk: %v", err)
+	}
+}
+
+func TestGCReclaimsDeletedChunks(t *testing.T) {
+	c := testConfig(t)
+	c.ChunkSize = 1 << 20
+	c.MemoryLimit = 8 << 20
+	c.DiskLimit = 1 << 30
+	b := open(t, c)
+	appendN(t, b, "t", 0, 0, 120, 1<<20-200) // ~120 MiB in 1 MiB chunks
+	b.Flush(context.Background())
+	b.refreshDisk()
+	full := b.Stats().DiskUsage
+	if full < 100<<20 {
+		t.Fatalf("disk usage %d after writing 120 MiB", full)
+	}
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		ch, err := b.Next(ctx)
+		cancel()
+		if err != nil {
+			break
+		}
+		if err := b.Ack(ch, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		s := b.Stats()
+		if s.DiskUsage < full/3 && s.GCRuns > 0 && s.GCReclaimed > 0 {
+			t.Logf("disk usage %d → %d, %d GC runs", full, s.DiskUsage, s.GCRuns)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("space not reclaimed: usage %d of %d, %+v", s.DiskUsage, full, s)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func TestFilesystemFullBlocksAndResumes(t *testing.T) {
+	c := testConfig(t)
+	b := open(t, c)
+	appendN(t, b, "t", 0, 0, 10, 100)
+	b.Flush(context.Background())
+	// Demand more free space than any test machine has: the filesystem is
+	// "full" for this buffer.
+	b.mu.Lock()
+	b.cfg.MinFreeSpace = 1 << 60
+	b.mu.Unlock()
+	b.refreshDisk()
+	done := make(chan error, 1)
+	go func() {
+		for off := int64(10); off < 200; off++ {
+			if err := b.Append(context.Background(), rec("t", 0, off, 1000)); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- b.seal(context.Background())
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.HasPrefix(b.Stats().Blocked, "filesystem full") {
+		if time.Now().After(deadline) {
+			t.Fatalf("not blocked on a full filesystem: %+v", b.Stats())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if s := b.Stats(); s.DiskRecords != 10 {
+		t.Fatalf("something was written while the filesystem was full: %+v", s)
+	}
+	// Space comes back: appends resume without anyone's help.
+	b.mu.Lock()
+	b.cfg.MinFreeSpace = minFreeFloor
+	b.mu.Unlock()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("appends did not resume: %+v", b.Stats())
+	}
+	if s := b.Stats(); s.DiskRecords != 200 || s.Blocked != "" || s.BlockedSeconds <= 0 {
+		t.Fatalf("after resuming: %+v", s)
+	}
+}
+
+func TestInspect(t *testing.T) {
+	c := testConfig(t)
+	b, _ := Open(c, nil)
+	appendN(t, b, "t", 0, 0, 10, 100)
+	appendN(t, b, "t", 1, 5, 5, 100)
+	b.Flush(context.Background())
+	appendN(t, b, "u", 0, 0, 3, 100)
+	b.Flush(context.Background())
+	if _, err := Inspect(c.Dir); err == nil {
+		t.Fatal("Inspect opened a buffer an agent holds")
+	}
+	ch, _ := b.Next(ctxT(t))
+	b.Ack(ch, []DeadLetter{{Record: ch.Records[0], Reason: "x"}})
+	appendN(t, b, "u", 0, 3, 2, 100) // written by Close
+	b.Close()
+	inv, err := Inspect(c.Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(inv.Chunks) != 2 || inv.Records != 5 || inv.DeadLetters != 1 || inv.Chunks[0].State != "stored" {
+		t.Fatalf("inventory = %+v", inv)
+	}
+	want := []OffsetRange{{"u", 0, 0, 2}}
+	if fmt.Sprint(inv.Chunks[0].Ranges) != fmt.Sprint(want) {
+		t.Fatalf("ranges = %v", inv.Chunks[0].Ranges)
+	}
+	// Read-only: the buffer opens and serves the same chunks afterwards.
+	b2 := open(t, c)
+	if s := b2.Stats(); s.DiskChunks != 2 || s.DiskRecords != 5 {
+		t.Fatalf("after inspect: %+v", s)
 	}
 }

@@ -7,21 +7,28 @@ import (
 	"hash/crc32"
 	"time"
 
+	"github.com/klauspost/compress/zstd"
+
 	"github.com/shipper-agent/shipper"
 )
 
 // Chunk encoding (the value stored under a chunk key):
 //
-//	magic "SHC1" | crc32c(payload) uint32 BE | payload
+//	magic "SHC1" | crc32c(stored) uint32 BE | flags byte | stored
+//	stored  = payload, or zstd(payload) when flags has flagZstd
 //	payload = record*
 //	record  = uvarint len(topic) topic | varint partition | varint offset |
 //	          varint unix-millis | uvarint len(key) key | uvarint len(value) value
 //
-// The checksum lets a torn or corrupted value be detected on load instead of
-// being delivered as garbage.
+// The checksum covers what is stored, so a torn or corrupted value is
+// detected on load, before decompression, instead of being delivered as
+// garbage.
 var chunkMagic = [4]byte{'S', 'H', 'C', '1'}
 
-const chunkHeaderLen = 8
+const (
+	chunkHeaderLen = 9
+	flagZstd       = 1 << 0
+)
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
@@ -71,18 +78,42 @@ func (w *chunkWriter) add(r *shipper.Record) {
 	}
 }
 
-// seal finishes the encoding and returns the value and its metadata.
-func (w *chunkWriter) seal(seq uint64) ([]byte, Meta) {
-	binary.BigEndian.PutUint32(w.buf[4:8], crc32.Checksum(w.buf[chunkHeaderLen:], castagnoli))
-	m := Meta{Seq: seq, Records: w.records, Bytes: int64(len(w.buf)), Created: w.created}
+// rangeList returns the chunk's offset ranges so far.
+func (w *chunkWriter) rangeList() []OffsetRange {
+	out := make([]OffsetRange, 0, len(w.ranges))
 	for _, rg := range w.ranges {
-		m.Ranges = append(m.Ranges, *rg)
+		out = append(out, *rg)
 	}
-	sortRanges(m.Ranges)
-	return w.buf, m
+	return out
 }
 
-// decodeChunk decodes a stored chunk. The records' Key and Value alias data.
+// seal finishes the encoding and returns the value to store and its
+// metadata. With compress, the value is a new, compressed buffer.
+func (w *chunkWriter) seal(seq uint64, compress bool) ([]byte, Meta) {
+	raw := int64(len(w.buf))
+	data := w.buf
+	if compress {
+		data = make([]byte, chunkHeaderLen, chunkHeaderLen+len(w.buf)/4)
+		copy(data, chunkMagic[:])
+		data[8] = flagZstd
+		data = zstdEncoder.EncodeAll(w.buf[chunkHeaderLen:], data)
+	}
+	binary.BigEndian.PutUint32(data[4:8], crc32.Checksum(data[chunkHeaderLen:], castagnoli))
+	m := Meta{Seq: seq, Records: w.records, Bytes: int64(len(data)), RawBytes: raw, Created: w.created}
+	m.Ranges = w.rangeList()
+	sortRanges(m.Ranges)
+	return data, m
+}
+
+// zstdEncoder and zstdDecoder are stateless for EncodeAll/DecodeAll and safe
+// for concurrent use; one of each serves every buffer.
+var (
+	zstdEncoder, _ = zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1))
+	zstdDecoder, _ = zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true))
+)
+
+// decodeChunk decodes a stored chunk. The records' Key and Value alias data
+// (or, for a compressed chunk, its decompressed copy).
 func decodeChunk(data []byte, want int) ([]shipper.Record, error) {
 	if len(data) < chunkHeaderLen || [4]byte(data[:4]) != chunkMagic {
 		return nil, fmt.Errorf("%w: bad header", ErrCorrupt)
@@ -90,6 +121,16 @@ func decodeChunk(data []byte, want int) ([]shipper.Record, error) {
 	payload := data[chunkHeaderLen:]
 	if got := crc32.Checksum(payload, castagnoli); got != binary.BigEndian.Uint32(data[4:8]) {
 		return nil, fmt.Errorf("%w: checksum mismatch", ErrCorrupt)
+	}
+	switch data[8] {
+	case 0:
+	case flagZstd:
+		var err error
+		if payload, err = zstdDecoder.DecodeAll(payload, nil); err != nil {
+			return nil, fmt.Errorf("%w: decompress: %v", ErrCorrupt, err)
+		}
+	default:
+		return nil, fmt.Errorf("%w: unknown flags %#x", ErrCorrupt, data[8])
 	}
 	recs := make([]shipper.Record, 0, want)
 	// Topic names repeat in every record; share one string per distinct name.

@@ -28,7 +28,22 @@ type Config struct {
 	// process crash but not a power loss; Kafka offsets are committed only
 	// after delivery, so such a loss is re-read from Kafka. Default true.
 	SyncWrites bool `hcl:"sync_writes,optional"`
+	// Compression of stored chunks: "none" or "zstd". Default "none".
+	Compression string `hcl:"compression,optional"`
+	// MinFreeSpace is the free space the buffer leaves on its filesystem:
+	// below it appends block, as at disk_limit, so that a disk filled by
+	// anything else never makes a write fail half-way. At least 64MiB.
+	// Default 256MiB.
+	MinFreeSpace shipper.ByteSize `hcl:"min_free_space,optional"`
 }
+
+// minFreeFloor covers the files badger may extend without asking: a
+// value-log file is mapped at twice valueLogFileSize, and each memtable
+// has a write-ahead log. Writing into a mapped file on a full filesystem
+// kills the process with SIGBUS, so this room must always exist: two
+// value-log files, two memtable logs (each mapped at twice the memtable
+// size) and slack for table files.
+const minFreeFloor = 2*valueLogFileSize + 2*2*maxMemTableSize + (16 << 20)
 
 // DefaultConfig returns the defaults documented on Config.
 func DefaultConfig() Config {
@@ -38,6 +53,8 @@ func DefaultConfig() Config {
 		MemoryLimit:   64 << 20,
 		DiskLimit:     10 << 30,
 		SyncWrites:    true,
+		Compression:   "none",
+		MinFreeSpace:  256 << 20,
 	}
 }
 
@@ -63,6 +80,13 @@ func (c Config) Validate() error {
 	}
 	if c.DiskLimit < 4*c.ChunkSize {
 		bad("disk_limit", "must be at least 4 × chunk_size (%s), got %s", 4*c.ChunkSize, c.DiskLimit)
+	}
+	if c.Compression != "none" && c.Compression != "zstd" {
+		bad("compression", "must be \"none\" or \"zstd\", got %q", c.Compression)
+	}
+	if c.MinFreeSpace < minFreeFloor {
+		bad("min_free_space", "must be at least %s (room for badger's next value-log and memtable files), got %s",
+			shipper.ByteSize(minFreeFloor), c.MinFreeSpace)
 	}
 	return errors.Join(errs...)
 }

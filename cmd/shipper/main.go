@@ -3,6 +3,7 @@
 //
 //	shipper run -config FILE        run the agent
 //	shipper validate -config FILE   check a configuration file
+//	shipper buffer inspect -dir DIR list a stopped agent's buffer
 //	shipper version                 print the version
 package main
 
@@ -41,6 +42,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return validateCmd(args[1:], stdout, stderr)
 	case "version":
 		return versionCmd(stdout)
+	case "buffer":
+		return bufferCmd(args[1:], stdout, stderr)
 	case "-h", "-help", "--help", "help":
 		usage(stdout)
 		return nil
@@ -56,6 +59,7 @@ func usage(w io.Writer) {
 Commands:
   run -config FILE        run the agent
   validate -config FILE   check a configuration file and print every problem
+  buffer inspect -dir DIR list the chunks a buffer holds (agent stopped)
   version                 print the version
 `)
 }

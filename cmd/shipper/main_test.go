@@ -7,12 +7,22 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/shipper-agent/shipper/buffer"
 )
 
 func TestCommands(t *testing.T) {
 	dir := t.TempDir()
 	bad := filepath.Join(dir, "bad.hcl")
 	os.WriteFile(bad, []byte("kafka {\n  topics = [\"a\"]\n  colour = \"red\"\n}\n"), 0o644)
+	bufDir := filepath.Join(dir, "buf")
+	cfg := buffer.DefaultConfig()
+	cfg.Dir = bufDir
+	b, err := buffer.Open(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Close()
 	cases := []struct {
 		name     string
 		args     []string
@@ -29,6 +39,9 @@ func TestCommands(t *testing.T) {
 		{"no command", nil, 2, "", "Usage:"},
 		{"help", []string{"help"}, 0, "Usage:", ""},
 		{"version", []string{"version"}, 0, "shipper dev", ""},
+		{"inspect empty buffer", []string{"buffer", "inspect", "-dir", bufDir}, 0, "total: 0 chunks", ""},
+		{"inspect no buffer", []string{"buffer", "inspect", "-dir", dir}, 1, "", "no buffer in " + dir},
+		{"buffer without subcommand", []string{"buffer"}, 2, "", "Usage: shipper buffer inspect"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

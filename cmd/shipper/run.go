@@ -5,7 +5,9 @@ import (
 	"flag"
 	"io"
 	"os"
+	"runtime/debug"
 
+	"github.com/shipper-agent/shipper"
 	"github.com/shipper-agent/shipper/agent"
 )
 
@@ -20,7 +22,16 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	a, err := agent.New(cfg, agent.NewLogger(cfg.Log, os.Stderr))
+	log := agent.NewLogger(cfg.Log, os.Stderr)
+	// The buffer bounds chunk memory; the runtime's soft limit keeps the
+	// heap around it from growing between collections. An operator's
+	// GOMEMLIMIT wins.
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(cfg.SoftMemoryLimit())
+	}
+	log.Info("memory", "buffer_memory_limit", cfg.Buffer.MemoryLimit.String(),
+		"go_soft_limit", shipper.ByteSize(debug.SetMemoryLimit(-1)).String())
+	a, err := agent.New(cfg, log)
 	if err != nil {
 		return err
 	}
