@@ -120,7 +120,10 @@ type Buffer struct {
 	diskUsed int64
 	// lastAppended is the offset of the latest record appended per partition.
 	lastAppended map[shipper.TopicPartition]int64
-	quarantined  []Meta
+	// quarantined are corrupt chunks set aside; those of this run also
+	// pin the watermark (see Watermarks).
+	quarantined    []Meta
+	quarantinedNow []Meta
 	deadLetters  int64
 	blocked      string
 	blockedTotal time.Duration
@@ -134,6 +137,10 @@ type Buffer struct {
 	gcRuns      int64
 	gcReclaimed int64
 	gcKick      chan struct{}
+
+	// failWrites, set only by tests, fails chunk writes as an unwritable
+	// directory would: root, who runs the tests, can write anywhere.
+	failWrites func() error
 
 	stop      context.Context // done once the buffer closes
 	closeStop context.CancelFunc
@@ -414,7 +421,11 @@ func (b *Buffer) seal(ctx context.Context) error {
 		b.mu.Lock()
 		if err == nil {
 			b.sealing = nil
-			b.writeErr = nil
+			if b.writeErr != nil {
+				b.log.Info("chunk writes recovered", "seq", seq)
+				b.writeErr = nil
+				b.blocked = ""
+			}
 			b.chunks[seq] = &entry{meta: meta}
 			b.order = append(b.order, seq)
 			b.diskUsed += meta.Bytes
@@ -432,6 +443,8 @@ func (b *Buffer) seal(ctx context.Context) error {
 			b.log.Error("chunk write failed; retrying", "seq", seq, "bytes", meta.Bytes, "err", err)
 		}
 		b.writeErr = err
+		// The appender that sealed waits here, so the reason is set here.
+		b.blocked = "chunk write failing: " + err.Error()
 		b.notify()
 		b.mu.Unlock()
 		select {
@@ -450,6 +463,11 @@ func (b *Buffer) update(fn func(*badger.Txn) error) error {
 }
 
 func (b *Buffer) write(data []byte, m Meta) error {
+	if b.failWrites != nil {
+		if err := b.failWrites(); err != nil {
+			return err
+		}
+	}
 	mj, err := json.Marshal(m)
 	if err != nil {
 		return err
@@ -593,6 +611,7 @@ func (b *Buffer) quarantine(m Meta, cause error) {
 	}
 	b.removeLocked(m.Seq)
 	b.quarantined = append(b.quarantined, m)
+	b.quarantinedNow = append(b.quarantinedNow, m)
 }
 
 func (b *Buffer) removeLocked(seq uint64) {
@@ -695,7 +714,11 @@ func (b *Buffer) Watermarks() map[shipper.TopicPartition]int64 {
 			lower(rg)
 		}
 	}
-	for _, m := range b.quarantined {
+	// A chunk quarantined in this run holds its records back from the
+	// commit, so the next run re-reads them from Kafka. One quarantined in
+	// an earlier run no longer does: that run never committed past it, so
+	// this run started at or below it and re-read its records already.
+	for _, m := range b.quarantinedNow {
 		for _, rg := range m.Ranges {
 			lower(rg)
 		}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -504,6 +505,65 @@ func TestCorruptChunkQuarantined(t *testing.T) {
 	b2 := open(t, c)
 	if s := b2.Stats(); s.Quarantined != 1 || s.DiskChunks != 0 {
 		t.Fatalf("after reopen: %+v", s)
+	}
+	// The next run re-reads the quarantined records from Kafka (the commit
+	// stayed below them), so they no longer hold the watermark back.
+	appendN(t, b2, "t", 0, 0, 10, 10)
+	if wm := b2.Watermarks(); wm[shipper.TopicPartition{Topic: "t"}] != 0 {
+		t.Fatalf("re-read records: wm = %v, want 0 (open chunk)", wm)
+	}
+	b2.Flush(context.Background())
+	for range 1 {
+		ch, _ := b2.Next(ctxT(t))
+		b2.Ack(ch, nil)
+	}
+	if wm := b2.Watermarks(); wm[shipper.TopicPartition{Topic: "t"}] != 10 {
+		t.Fatalf("re-read and delivered: wm = %v, want 10", wm)
+	}
+}
+
+func TestUnwritableDirectoryBlocksAndResumes(t *testing.T) {
+	b := open(t, testConfig(t))
+	var mu sync.Mutex
+	failing := errors.New("open 000001.vlog: read-only file system")
+	b.failWrites = func() error { mu.Lock(); defer mu.Unlock(); return failing }
+	done := make(chan error, 1)
+	go func() {
+		for off := int64(0); off < 300; off++ {
+			if err := b.Append(context.Background(), rec("t", 0, off, 1000)); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- b.seal(context.Background())
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.HasPrefix(b.Stats().Blocked, "chunk write failing") {
+		if time.Now().After(deadline) {
+			t.Fatalf("appends not blocked by failing writes: %+v", b.Stats())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if s := b.Stats(); s.DiskChunks != 0 || s.MemoryBytes > int64(testConfig(t).MemoryLimit) {
+		t.Fatalf("while failing: %+v", s)
+	}
+	// The records waiting in memory still hold the commit back.
+	if wm := b.Watermarks(); wm[shipper.TopicPartition{Topic: "t"}] != 0 {
+		t.Fatalf("wm = %v while the first chunk is unwritten", wm)
+	}
+	mu.Lock()
+	failing = nil
+	mu.Unlock()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatalf("appends did not resume after writes recovered: %+v", b.Stats())
+	}
+	if s := b.Stats(); s.DiskRecords != 300 || s.Blocked != "" {
+		t.Fatalf("after recovery: %+v", s)
 	}
 }
 
