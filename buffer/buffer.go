@@ -124,11 +124,11 @@ type Buffer struct {
 	// pin the watermark (see Watermarks).
 	quarantined    []Meta
 	quarantinedNow []Meta
-	deadLetters  int64
-	blocked      string
-	blockedTotal time.Duration
-	writeErr     error
-	closed       bool
+	deadLetters    int64
+	blocked        string
+	blockedTotal   time.Duration
+	writeErr       error
+	closed         bool
 
 	// Disk accounting refreshed by the maintenance loop.
 	diskUsage   int64 // bytes the directory occupies

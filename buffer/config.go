@@ -1,8 +1,6 @@
 package buffer
 
 import (
-	"errors"
-	"fmt"
 	"time"
 
 	"github.com/shipper-agent/shipper"
@@ -60,10 +58,8 @@ func DefaultConfig() Config {
 
 // Validate reports every invalid setting.
 func (c Config) Validate() error {
-	var errs []error
-	bad := func(key, format string, args ...any) {
-		errs = append(errs, &shipper.FieldError{Path: key, Err: fmt.Errorf(format, args...)})
-	}
+	var p shipper.Problems
+	bad := p.Addf
 	if c.Dir == "" {
 		bad("dir", "must be set")
 	}
@@ -88,5 +84,5 @@ func (c Config) Validate() error {
 		bad("min_free_space", "must be at least %s (room for badger's next value-log and memtable files), got %s",
 			shipper.ByteSize(minFreeFloor), c.MinFreeSpace)
 	}
-	return errors.Join(errs...)
+	return p.Err()
 }

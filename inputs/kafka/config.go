@@ -1,8 +1,6 @@
 package kafka
 
 import (
-	"errors"
-	"fmt"
 	"strings"
 	"time"
 
@@ -75,10 +73,8 @@ func (c Config) BrokerList() []string {
 
 // Validate reports every invalid setting.
 func (c Config) Validate() error {
-	var errs []error
-	bad := func(key, format string, args ...any) {
-		errs = append(errs, &shipper.FieldError{Path: key, Err: fmt.Errorf(format, args...)})
-	}
+	var p shipper.Problems
+	bad := p.Addf
 	if len(c.BrokerList()) == 0 {
 		bad("brokers", "at least one broker is required")
 	}
@@ -96,18 +92,11 @@ func (c Config) Validate() error {
 	if c.StartOffset != "earliest" && c.StartOffset != "latest" {
 		bad("start_offset", "must be \"earliest\" or \"latest\", got %q", c.StartOffset)
 	}
-	for _, d := range []struct {
-		key string
-		v   time.Duration
-	}{
-		{"commit_interval", c.CommitInterval}, {"session_timeout", c.SessionTimeout},
-		{"heartbeat_interval", c.HeartbeatInterval}, {"rebalance_timeout", c.RebalanceTimeout},
-		{"fetch_max_wait", c.FetchMaxWait}, {"dial_timeout", c.DialTimeout},
-	} {
-		if d.v <= 0 {
-			bad(d.key, "must be positive, got %s", d.v)
-		}
-	}
+	p.Positive(map[string]time.Duration{
+		"commit_interval": c.CommitInterval, "session_timeout": c.SessionTimeout,
+		"heartbeat_interval": c.HeartbeatInterval, "rebalance_timeout": c.RebalanceTimeout,
+		"fetch_max_wait": c.FetchMaxWait, "dial_timeout": c.DialTimeout,
+	})
 	if c.HeartbeatInterval > 0 && c.SessionTimeout > 0 && c.HeartbeatInterval >= c.SessionTimeout {
 		bad("heartbeat_interval", "must be shorter than session_timeout (%s)", c.SessionTimeout)
 	}
@@ -117,5 +106,5 @@ func (c Config) Validate() error {
 	if c.QueueCapacity < 1 {
 		bad("queue_capacity", "must be at least 1, got %d", c.QueueCapacity)
 	}
-	return errors.Join(errs...)
+	return p.Err()
 }

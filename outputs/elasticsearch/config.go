@@ -1,8 +1,6 @@
 package elasticsearch
 
 import (
-	"errors"
-	"fmt"
 	"net/url"
 	"strings"
 	"time"
@@ -82,10 +80,8 @@ func (c Config) Addresses() []string {
 
 // Validate reports every invalid setting.
 func (c Config) Validate() error {
-	var errs []error
-	bad := func(key, format string, args ...any) {
-		errs = append(errs, &shipper.FieldError{Path: key, Err: fmt.Errorf(format, args...)})
-	}
+	var p shipper.Problems
+	bad := p.Addf
 	addrs := c.Addresses()
 	if len(addrs) == 0 {
 		bad("urls", "at least one URL is required")
@@ -108,21 +104,14 @@ func (c Config) Validate() error {
 	if c.MaxBulkBytes < 64<<10 {
 		bad("max_bulk_bytes", "must be at least 64KiB, got %s", c.MaxBulkBytes)
 	}
-	for _, d := range []struct {
-		key string
-		v   time.Duration
-	}{
-		{"request_timeout", c.RequestTimeout}, {"dial_timeout", c.DialTimeout},
-		{"tls_handshake_timeout", c.TLSHandshakeTimeout}, {"idle_conn_timeout", c.IdleConnTimeout},
-		{"keepalive", c.KeepAlive}, {"retry_initial_backoff", c.RetryInitialBackoff},
-		{"retry_max_backoff", c.RetryMaxBackoff},
-	} {
-		if d.v <= 0 {
-			bad(d.key, "must be positive, got %s", d.v)
-		}
-	}
+	p.Positive(map[string]time.Duration{
+		"request_timeout": c.RequestTimeout, "dial_timeout": c.DialTimeout,
+		"tls_handshake_timeout": c.TLSHandshakeTimeout, "idle_conn_timeout": c.IdleConnTimeout,
+		"keepalive": c.KeepAlive, "retry_initial_backoff": c.RetryInitialBackoff,
+		"retry_max_backoff": c.RetryMaxBackoff,
+	})
 	if c.RetryMaxBackoff < c.RetryInitialBackoff {
 		bad("retry_max_backoff", "must be at least retry_initial_backoff (%s)", c.RetryInitialBackoff)
 	}
-	return errors.Join(errs...)
+	return p.Err()
 }
