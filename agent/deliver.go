@@ -89,7 +89,7 @@ func (d *deliverer) deliver(ctx context.Context, c *buffer.Chunk) {
 	var dead []buffer.DeadLetter
 	for attempt := 0; ; attempt++ {
 		results, err := d.out.Send(ctx, pending)
-		d.m.bulkRequests(err)
+		d.m.sendAttempt(err)
 		retry := pending[:0:0]
 		for i, r := range results {
 			switch r.Outcome {

@@ -16,8 +16,8 @@ type metrics struct {
 	duplicates   prometheus.Counter
 	deadLettered prometheus.Counter
 	retries      prometheus.Counter
-	bulkOK       prometheus.Counter
-	bulkFailed   prometheus.Counter
+	sendOK       prometheus.Counter
+	sendFailed   prometheus.Counter
 }
 
 func newMetrics(consumed func() float64, stats func() buffer.Stats) *metrics {
@@ -27,8 +27,8 @@ func newMetrics(consumed func() float64, stats func() buffer.Stats) *metrics {
 		Help: "Documents by outcome: indexed, duplicate (already indexed: a replay), dead_lettered.",
 	}, []string{"outcome"})
 	bulk := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "shipper_output_bulk_requests_total",
-		Help: "Bulk requests by result: ok (a response with per-document outcomes) or error (failed as a whole).",
+		Name: "shipper_output_send_attempts_total",
+		Help: "Attempts to send a chunk's pending documents (one or more bulk requests), by result: ok (per-document outcomes came back) or error (the attempt failed as a whole).",
 	}, []string{"result"})
 	m := &metrics{
 		reg:          reg,
@@ -39,8 +39,8 @@ func newMetrics(consumed func() float64, stats func() buffer.Stats) *metrics {
 			Name: "shipper_output_document_retries_total",
 			Help: "Documents scheduled to be sent again after a failed attempt.",
 		}),
-		bulkOK:     bulk.WithLabelValues("ok"),
-		bulkFailed: bulk.WithLabelValues("error"),
+		sendOK:     bulk.WithLabelValues("ok"),
+		sendFailed: bulk.WithLabelValues("error"),
 	}
 	gauge := func(name, help string, f func(buffer.Stats) float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 { return f(stats()) })
@@ -81,11 +81,11 @@ func newMetrics(consumed func() float64, stats func() buffer.Stats) *metrics {
 	return m
 }
 
-func (m *metrics) bulkRequests(err error) {
+func (m *metrics) sendAttempt(err error) {
 	if err != nil {
-		m.bulkFailed.Inc()
+		m.sendFailed.Inc()
 	} else {
-		m.bulkOK.Inc()
+		m.sendOK.Inc()
 	}
 }
 
