@@ -630,6 +630,9 @@ func (b *Buffer) removeLocked(seq uint64) {
 // transaction so a record is either in the dead-letter store or still in
 // its chunk, never neither.
 func (b *Buffer) Ack(c *Chunk, dead []DeadLetter) error {
+	if err := b.waitAckRoom(); err != nil {
+		return fmt.Errorf("ack chunk %d: %w", c.Seq, err)
+	}
 	b.mu.Lock()
 	firstDead := b.nextDead
 	b.nextDead += uint64(len(dead))

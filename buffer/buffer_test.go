@@ -727,6 +727,45 @@ func TestFilesystemFullBlocksAndResumes(t *testing.T) {
 	}
 }
 
+func TestAckWaitsOnNearlyFullFilesystem(t *testing.T) {
+	b := open(t, testConfig(t))
+	appendN(t, b, "t", 0, 0, 10, 100)
+	b.Flush(context.Background())
+	ch, err := b.Next(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Something else filled the disk: 1 MiB free.
+	b.mu.Lock()
+	b.fsFree = 1 << 20
+	b.mu.Unlock()
+	acked := make(chan error, 1)
+	go func() { acked <- b.Ack(ch, nil) }()
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(b.Stats().Blocked, "acknowledgements wait") {
+		if time.Now().After(deadline) {
+			t.Fatalf("Ack did not wait for room: %+v", b.Stats())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if s := b.Stats(); s.DiskChunks != 1 || s.InFlightChunks != 1 {
+		t.Fatalf("chunk changed while the disk was full: %+v", s)
+	}
+	// The maintenance loop measures the real filesystem again within a
+	// second and the Ack goes through.
+	select {
+	case err := <-acked:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("Ack still waiting after space came back: %+v", b.Stats())
+	}
+	if s := b.Stats(); s.DiskChunks != 0 {
+		t.Fatalf("after ack: %+v", s)
+	}
+}
+
 func TestInspect(t *testing.T) {
 	c := testConfig(t)
 	b, _ := Open(c, nil)

@@ -54,6 +54,34 @@ func (b *Buffer) waitBlocked(ctx context.Context, reason string) error {
 	return err
 }
 
+// minFreeForAcks is the free space an Ack needs: its deletions go to
+// badger's memtable logs, which are mapped files that grow page by page, and
+// touching a page the filesystem cannot allocate is a SIGBUS. The buffer's
+// own chunk writes stop earlier, at min_free_space; only something else
+// filling the disk brings free space this low.
+const minFreeForAcks = 4*maxMemTableSize + (16 << 20)
+
+// waitAckRoom waits, without a deadline, until the filesystem has room for
+// an Ack or the buffer closes. The chunk stays in flight meanwhile: its
+// documents are in Elasticsearch already, and it is sent again if the
+// process stops before the Ack.
+func (b *Buffer) waitAckRoom() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for b.fsFree > 0 && b.fsFree < minFreeForAcks {
+		if b.closed {
+			return ErrClosed
+		}
+		reason := "filesystem full: " + shipper.ByteSize(b.fsFree).String() + " free; acknowledgements wait for " +
+			shipper.ByteSize(minFreeForAcks).String()
+		if err := b.waitBlocked(context.Background(), reason); err != nil {
+			return err
+		}
+		b.refreshFree()
+	}
+	return nil
+}
+
 func (b *Buffer) kickGC() {
 	select {
 	case b.gcKick <- struct{}{}:

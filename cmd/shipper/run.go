@@ -2,10 +2,13 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"io"
 	"os"
 	"runtime/debug"
+	"syscall"
+	"time"
 
 	"github.com/shipper-agent/shipper"
 	"github.com/shipper-agent/shipper/agent"
@@ -32,6 +35,17 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	log.Info("memory", "buffer_memory_limit", cfg.Buffer.MemoryLimit.String(),
 		"go_soft_limit", shipper.ByteSize(debug.SetMemoryLimit(-1)).String())
 	a, err := agent.New(cfg, log)
+	// A full disk at start is waited out, not exited on: exiting would
+	// crash-loop under a supervisor while the data waits on that disk.
+	for errors.Is(err, syscall.ENOSPC) {
+		log.Error("cannot open the buffer: no space left on its filesystem; retrying every 5s", "err", err)
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(5 * time.Second):
+		}
+		a, err = agent.New(cfg, log)
+	}
 	if err != nil {
 		return err
 	}
