@@ -50,6 +50,9 @@ kafka {
   fetch_max_wait  = "500ms"
   queue_capacity  = 64
   dial_timeout    = "10s"
+  # How often the topics' partition counts are checked: a topic created
+  # after the agent started, or grown, makes the group rebalance to read it.
+  topic_refresh_interval = "10s"
 }
 
 buffer {

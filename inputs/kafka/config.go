@@ -39,6 +39,10 @@ type Config struct {
 	QueueCapacity int `hcl:"queue_capacity,optional"`
 	// DialTimeout bounds connecting to a broker. Default 10s.
 	DialTimeout time.Duration `hcl:"dial_timeout,optional"`
+	// TopicRefreshInterval is how often the topics' partition counts are
+	// checked: a topic created after the agent started, or given more
+	// partitions, makes the group rebalance to include them. Default 10s.
+	TopicRefreshInterval time.Duration `hcl:"topic_refresh_interval,optional"`
 }
 
 // DefaultConfig returns the defaults documented on Config.
@@ -55,6 +59,8 @@ func DefaultConfig() Config {
 		FetchMaxWait:      500 * time.Millisecond,
 		QueueCapacity:     64,
 		DialTimeout:       10 * time.Second,
+
+		TopicRefreshInterval: 10 * time.Second,
 	}
 }
 
@@ -96,6 +102,7 @@ func (c Config) Validate() error {
 		"commit_interval": c.CommitInterval, "session_timeout": c.SessionTimeout,
 		"heartbeat_interval": c.HeartbeatInterval, "rebalance_timeout": c.RebalanceTimeout,
 		"fetch_max_wait": c.FetchMaxWait, "dial_timeout": c.DialTimeout,
+		"topic_refresh_interval": c.TopicRefreshInterval,
 	})
 	if c.HeartbeatInterval > 0 && c.SessionTimeout > 0 && c.HeartbeatInterval >= c.SessionTimeout {
 		bad("heartbeat_interval", "must be shorter than session_timeout (%s)", c.SessionTimeout)

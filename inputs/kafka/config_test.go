@@ -74,7 +74,7 @@ func TestConfigValidate(t *testing.T) {
 		{"zero queue capacity", func(c *kafka.Config) { c.QueueCapacity = 0 }, []string{"queue_capacity"}},
 		{"every problem at once", func(c *kafka.Config) { *c = kafka.Config{} }, []string{
 			"brokers", "commit_interval", "dial_timeout", "fetch_max_bytes", "fetch_max_wait", "group_id",
-			"heartbeat_interval", "queue_capacity", "rebalance_timeout", "session_timeout", "start_offset", "topics",
+			"heartbeat_interval", "queue_capacity", "rebalance_timeout", "session_timeout", "start_offset", "topic_refresh_interval", "topics",
 		}},
 	}
 	for _, tt := range tests {

@@ -43,6 +43,9 @@ type Input struct {
 
 	fetchCtx  context.Context
 	stopFetch context.CancelFunc
+	// transport carries metadata requests; owned here, not kafka-go's
+	// shared default, so its connections close with the input.
+	transport *kafkago.Transport
 
 	consumed atomic.Int64
 
@@ -62,7 +65,8 @@ func New(cfg Config, sink Sink, marks Watermarks, log *slog.Logger) (*Input, err
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	in := &Input{cfg: cfg, sink: sink, marks: marks, log: log, committed: map[shipper.TopicPartition]int64{}}
+	in := &Input{cfg: cfg, sink: sink, marks: marks, log: log, committed: map[shipper.TopicPartition]int64{},
+		transport: &kafkago.Transport{DialTimeout: cfg.DialTimeout, IdleTimeout: 30 * time.Second}}
 	in.fetchCtx, in.stopFetch = context.WithCancel(context.Background())
 	return in, nil
 }
@@ -99,7 +103,9 @@ func (in *Input) Run(ctx context.Context) error {
 		SessionTimeout:        in.cfg.SessionTimeout,
 		HeartbeatInterval:     in.cfg.HeartbeatInterval,
 		RebalanceTimeout:      in.cfg.RebalanceTimeout,
-		WatchPartitionChanges: true,
+		// kafka-go's own watcher gives up on a topic that did not exist
+		// when the group was joined; watchTopics covers that case too.
+		WatchPartitionChanges: false,
 		StartOffset:           start,
 		Timeout:               in.cfg.DialTimeout,
 		ErrorLogger:           kafkago.LoggerFunc(func(f string, a ...any) { in.log.Warn(fmt.Sprintf(f, a...)) }),
@@ -127,6 +133,13 @@ func (in *Input) Run(ctx context.Context) error {
 			continue
 		}
 		in.startGeneration(gen)
+		// Counted after the join, so a topic created meanwhile is seen
+		// as a change and triggers one more rebalance rather than none.
+		counts, err := in.partitionCounts(ctx)
+		if err != nil {
+			in.log.Warn("kafka metadata", "err", err)
+		}
+		gen.Start(func(gctx context.Context) { in.watchTopics(gctx, counts) })
 	}
 
 	// Nothing appended after this point could be delivered before the
@@ -143,6 +156,7 @@ func (in *Input) Run(ctx context.Context) error {
 	if err := cg.Close(); err != nil {
 		in.log.Warn("kafka consumer group close", "err", err)
 	}
+	in.transport.CloseIdleConnections()
 	return nil
 }
 
@@ -221,6 +235,59 @@ func (in *Input) readPartition(gctx context.Context, topic string, partition int
 		in.consumed.Add(1)
 	}
 	<-gctx.Done()
+}
+
+// partitionCounts returns the number of partitions of each subscribed
+// topic; a topic that does not exist counts 0.
+func (in *Input) partitionCounts(ctx context.Context) (map[string]int, error) {
+	ctx, cancel := context.WithTimeout(ctx, in.cfg.DialTimeout)
+	defer cancel()
+	client := &kafkago.Client{Addr: kafkago.TCP(in.cfg.BrokerList()...), Timeout: in.cfg.DialTimeout, Transport: in.transport}
+	res, err := client.Metadata(ctx, &kafkago.MetadataRequest{Topics: in.cfg.Topics})
+	if err != nil {
+		return nil, err
+	}
+	counts := make(map[string]int, len(in.cfg.Topics))
+	for _, t := range res.Topics {
+		if t.Error == nil {
+			counts[t.Name] = len(t.Partitions)
+		}
+	}
+	return counts, nil
+}
+
+// watchTopics ends the generation, making the group rebalance, when the
+// partition count of a subscribed topic changes: a topic created after the
+// join, or grown. With counts nil (metadata failed at the join), the first
+// successful answer is compared with the partitions the group assigned.
+func (in *Input) watchTopics(gctx context.Context, counts map[string]int) {
+	t := time.NewTicker(in.cfg.TopicRefreshInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-gctx.Done():
+			return
+		case <-t.C:
+		}
+		now, err := in.partitionCounts(gctx)
+		if err != nil {
+			if gctx.Err() == nil {
+				in.log.Warn("kafka metadata", "err", err)
+			}
+			continue
+		}
+		if counts == nil {
+			counts = now
+			continue
+		}
+		for _, topic := range in.cfg.Topics {
+			if now[topic] != counts[topic] {
+				in.log.Info("kafka topic partitions changed; rejoining the group", "topic", topic,
+					"before", counts[topic], "now", now[topic])
+				return // ends the generation
+			}
+		}
+	}
 }
 
 func (in *Input) commitLoop(ctx context.Context) {

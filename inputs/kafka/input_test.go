@@ -709,3 +709,26 @@ func TestInputStartOffsetLatest(t *testing.T) {
 		}
 	}
 }
+
+// TestInputPicksUpTopicCreatedLater: an agent started before its topic
+// exists joins the group with nothing to read; once the topic appears it
+// must rebalance and consume it, not idle forever.
+func TestInputPicksUpTopicCreatedLater(t *testing.T) {
+	t.Parallel()
+	const parts = 2
+	c := kafkatest.NewCluster(t, parts) // no topics yet
+	cfg := testConfig(t, c, "g-late", "late")
+	cfg.TopicRefreshInterval = 200 * time.Millisecond
+	sink := kafkatest.NewSink()
+	in := start(t, cfg, sink, kafkatest.NewWatermarks(nil))
+	time.Sleep(time.Second) // joined the group with no partitions to read
+	if n := len(in.Assigned()); n != 0 {
+		t.Fatalf("%d partitions assigned before the topic exists", n)
+	}
+	c.CreateTopic(t, "late", parts)
+	want := produce(t, c, "late", parts, 0, 5)
+	in.waitAssigned(t, parts)
+	sink.WaitFor(t, waitTimeout, "records of the late topic appended", func(s kafkatest.SinkState) bool { return s.Records >= len(want) })
+	in.stop(t)
+	checkRecords(t, sink.Records(), want)
+}

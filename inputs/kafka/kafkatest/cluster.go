@@ -78,6 +78,28 @@ func (c *Cluster) Produce(t testing.TB, msgs ...Message) []int64 {
 	return offsets
 }
 
+// CreateTopic creates a topic after the cluster started.
+func (c *Cluster) CreateTopic(t testing.TB, topic string, partitions int32) {
+	t.Helper()
+	req := kmsg.NewPtrCreateTopicsRequest()
+	rt := kmsg.NewCreateTopicsRequestTopic()
+	rt.Topic = topic
+	rt.NumPartitions = partitions
+	rt.ReplicationFactor = 1
+	req.Topics = append(req.Topics, rt)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := req.RequestWith(ctx, c.client)
+	if err != nil {
+		t.Fatalf("create topic: %v", err)
+	}
+	for _, rt := range resp.Topics {
+		if err := kerr.ErrorForCode(rt.ErrorCode); err != nil {
+			t.Fatalf("create topic %s: %v", rt.Topic, err)
+		}
+	}
+}
+
 // Committed returns the group's committed offset of each of the topic's
 // partitions in parts; -1 means none is committed.
 func (c *Cluster) Committed(t testing.TB, group, topic string, parts ...int32) map[int32]int64 {
