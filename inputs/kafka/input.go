@@ -96,13 +96,13 @@ func (in *Input) Run(ctx context.Context) error {
 		start = kafkago.LastOffset
 	}
 	cg, err := kafkago.NewConsumerGroup(kafkago.ConsumerGroupConfig{
-		ID:                    in.cfg.GroupID,
-		Brokers:               in.cfg.BrokerList(),
-		Dialer:                in.dialer(),
-		Topics:                in.cfg.Topics,
-		SessionTimeout:        in.cfg.SessionTimeout,
-		HeartbeatInterval:     in.cfg.HeartbeatInterval,
-		RebalanceTimeout:      in.cfg.RebalanceTimeout,
+		ID:                in.cfg.GroupID,
+		Brokers:           in.cfg.BrokerList(),
+		Dialer:            in.dialer(),
+		Topics:            in.cfg.Topics,
+		SessionTimeout:    in.cfg.SessionTimeout,
+		HeartbeatInterval: in.cfg.HeartbeatInterval,
+		RebalanceTimeout:  in.cfg.RebalanceTimeout,
 		// kafka-go's own watcher gives up on a topic that did not exist
 		// when the group was joined; watchTopics covers that case too.
 		WatchPartitionChanges: false,
