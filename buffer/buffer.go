@@ -80,8 +80,10 @@ type Stats struct {
 	Quarantined        int     `json:"quarantined"`
 	// Blocked says why appends are waiting, if they are.
 	Blocked string `json:"blocked,omitempty"`
-	// BlockedSeconds is the total time appends have spent waiting.
+	// BlockedSeconds is the total wall time appends have spent waiting.
 	BlockedSeconds float64 `json:"blocked_seconds"`
+	// AckBlocked says why acknowledgements of delivered chunks wait.
+	AckBlocked string `json:"ack_blocked,omitempty"`
 	// GCRuns counts value-log files rewritten or removed; GCReclaimed the
 	// disk bytes given back.
 	GCRuns      int64 `json:"gc_runs"`
@@ -125,8 +127,10 @@ type Buffer struct {
 	quarantined    []Meta
 	quarantinedNow []Meta
 	deadLetters    int64
-	blocked        string
-	blockedTotal   time.Duration
+	blocked        string        // why appends wait, "" when they do not
+	blockedSince   time.Time     // when appends started waiting
+	blockedTotal   time.Duration // wall time appends spent waiting, before blockedSince
+	ackBlocked     string        // why acknowledgements wait, "" when they do not
 	writeErr       error
 	closed         bool
 
@@ -236,6 +240,12 @@ func (b *Buffer) load() error {
 			b.order = append(b.order, m.Seq)
 			b.diskUsed += m.Bytes
 			b.nextSeq = max(b.nextSeq, m.Seq+1)
+			for _, rg := range m.Ranges {
+				tp := shipper.TopicPartition{Topic: rg.Topic, Partition: rg.Partition}
+				if last, ok := b.lastAppended[tp]; !ok || rg.Last > last {
+					b.lastAppended[tp] = rg.Last
+				}
+			}
 		}
 		it.Close()
 		qit := txn.NewIterator(badger.IteratorOptions{Prefix: prefixQuar, PrefetchValues: true})
@@ -245,6 +255,16 @@ func (b *Buffer) load() error {
 			if err := qit.Item().Value(func(v []byte) error { return json.Unmarshal(v, &m) }); err == nil {
 				b.quarantined = append(b.quarantined, m)
 				b.nextSeq = max(b.nextSeq, m.Seq+1)
+			}
+		}
+		// Reading resumes after the last stored record, except that a
+		// quarantined chunk's records must be read again from Kafka.
+		for _, m := range b.quarantined {
+			for _, rg := range m.Ranges {
+				tp := shipper.TopicPartition{Topic: rg.Topic, Partition: rg.Partition}
+				if last, ok := b.lastAppended[tp]; ok && rg.First-1 < last {
+					b.lastAppended[tp] = rg.First - 1
+				}
 			}
 		}
 		dit := txn.NewIterator(badger.IteratorOptions{Prefix: prefixDead, Reverse: true})
@@ -321,7 +341,7 @@ func (b *Buffer) Append(ctx context.Context, r *shipper.Record) error {
 			return err
 		}
 	}
-	b.blocked = ""
+	b.setBlocked("")
 	if b.open == nil {
 		// The chunk's whole capacity is reserved up front, so the memory
 		// ceiling holds without counting reallocations.
@@ -424,7 +444,7 @@ func (b *Buffer) seal(ctx context.Context) error {
 			if b.writeErr != nil {
 				b.log.Info("chunk writes recovered", "seq", seq)
 				b.writeErr = nil
-				b.blocked = ""
+				b.setBlocked("")
 			}
 			b.chunks[seq] = &entry{meta: meta}
 			b.order = append(b.order, seq)
@@ -444,7 +464,7 @@ func (b *Buffer) seal(ctx context.Context) error {
 		}
 		b.writeErr = err
 		// The appender that sealed waits here, so the reason is set here.
-		b.blocked = "chunk write failing: " + err.Error()
+		b.setBlocked("chunk write failing: " + err.Error())
 		b.notify()
 		b.mu.Unlock()
 		select {
@@ -744,6 +764,25 @@ func (b *Buffer) Watermarks() map[shipper.TopicPartition]int64 {
 	return wm
 }
 
+// ResumeOffsets returns, per partition, the offset after the last record
+// this buffer holds or has delivered: a consumer can start reading there
+// rather than at its committed offset, instead of buffering again what the
+// buffer has. After a restart it is the offset after the last stored
+// record: chunks reach disk in order and a partition's records are appended
+// in order, so every record between the committed offset and that one is
+// stored or delivered (the open chunk lost in a crash lies above it). A
+// chunk quarantined in an earlier run lowers it to the chunk's first
+// offset, so its records are read again.
+func (b *Buffer) ResumeOffsets() map[shipper.TopicPartition]int64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	out := make(map[shipper.TopicPartition]int64, len(b.lastAppended))
+	for tp, last := range b.lastAppended {
+		out[tp] = last + 1
+	}
+	return out
+}
+
 // Stats returns a snapshot of the buffer's state.
 func (b *Buffer) Stats() Stats {
 	b.mu.Lock()
@@ -752,7 +791,11 @@ func (b *Buffer) Stats() Stats {
 		MemoryBytes: b.memUsed, MemoryLimit: int64(b.cfg.MemoryLimit),
 		DiskChunks: len(b.order), DiskBytes: b.diskUsed, DiskUsage: b.diskUsage, DiskLimit: int64(b.cfg.DiskLimit),
 		FilesystemFree: b.fsFree, DeadLetters: b.deadLetters, Quarantined: len(b.quarantined),
-		Blocked: b.blocked, BlockedSeconds: b.blockedTotal.Seconds(), GCRuns: b.gcRuns, GCReclaimed: b.gcReclaimed,
+		Blocked: b.blocked, BlockedSeconds: b.blockedTotal.Seconds(), AckBlocked: b.ackBlocked,
+		GCRuns: b.gcRuns, GCReclaimed: b.gcReclaimed,
+	}
+	if b.blocked != "" {
+		s.BlockedSeconds += time.Since(b.blockedSince).Seconds()
 	}
 	if b.open != nil {
 		s.OpenRecords = b.open.records

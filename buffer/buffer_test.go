@@ -742,7 +742,7 @@ func TestAckWaitsOnNearlyFullFilesystem(t *testing.T) {
 	acked := make(chan error, 1)
 	go func() { acked <- b.Ack(ch, nil) }()
 	deadline := time.Now().Add(5 * time.Second)
-	for !strings.Contains(b.Stats().Blocked, "acknowledgements wait") {
+	for !strings.Contains(b.Stats().AckBlocked, "acknowledgements wait") {
 		if time.Now().After(deadline) {
 			t.Fatalf("Ack did not wait for room: %+v", b.Stats())
 		}
@@ -761,7 +761,7 @@ func TestAckWaitsOnNearlyFullFilesystem(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatalf("Ack still waiting after space came back: %+v", b.Stats())
 	}
-	if s := b.Stats(); s.DiskChunks != 0 {
+	if s := b.Stats(); s.DiskChunks != 0 || s.AckBlocked != "" {
 		t.Fatalf("after ack: %+v", s)
 	}
 }
@@ -796,5 +796,50 @@ func TestInspect(t *testing.T) {
 	b2 := open(t, c)
 	if s := b2.Stats(); s.DiskChunks != 2 || s.DiskRecords != 5 {
 		t.Fatalf("after inspect: %+v", s)
+	}
+}
+
+func TestResumeOffsets(t *testing.T) {
+	c := testConfig(t)
+	b, _ := Open(c, nil)
+	tp0, tp1 := shipper.TopicPartition{Topic: "t", Partition: 0}, shipper.TopicPartition{Topic: "t", Partition: 1}
+	appendN(t, b, "t", 0, 0, 10, 10)
+	b.Flush(context.Background())
+	appendN(t, b, "t", 0, 10, 5, 10)
+	appendN(t, b, "t", 1, 40, 2, 10)
+	if r := b.ResumeOffsets(); r[tp0] != 15 || r[tp1] != 42 {
+		t.Fatalf("running: resume = %v", r)
+	}
+	b.Flush(context.Background())
+	// Delivered records count as held: reading need not return to them.
+	ch, _ := b.Next(ctxT(t))
+	b.Ack(ch, nil)
+	b.Close()
+
+	b2, _ := Open(c, nil)
+	if r := b2.ResumeOffsets(); r[tp0] != 15 || r[tp1] != 42 {
+		t.Fatalf("after restart: resume = %v", r)
+	}
+	// A stored chunk found corrupt is quarantined; the next run must read
+	// its records again, so resuming starts at its first offset.
+	appendN(t, b2, "t", 0, 20, 5, 10)
+	last := b2.Flush(context.Background())
+	// Corrupt the chunk holding t/0 10..14; Next quarantines it and serves
+	// the next one.
+	if err := b2.db.Update(func(txn *badger.Txn) error { return txn.Set(key(prefixChunk, last-1), []byte("SHC1junk")) }); err != nil {
+		t.Fatal(err)
+	}
+	ch2, err := b2.Next(ctxT(t))
+	if err != nil || ch2.Seq != last {
+		t.Fatalf("Next = %v, %v; want the chunk after the corrupt one", ch2, err)
+	}
+	b2.Release(ch2)
+	if s := b2.Stats(); s.Quarantined != 1 {
+		t.Fatalf("quarantined = %d", s.Quarantined)
+	}
+	b2.Close()
+	b3 := open(t, c)
+	if r := b3.ResumeOffsets(); r[tp0] != 10 {
+		t.Fatalf("after a quarantine: resume = %v, want t/0 at 10 (the quarantined chunk's first offset)", r)
 	}
 }

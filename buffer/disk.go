@@ -44,14 +44,30 @@ func (b *Buffer) diskBlocked(n int64) string {
 // waitBlocked records why appends wait and waits for a change, counting the
 // time spent. The caller holds b.mu.
 func (b *Buffer) waitBlocked(ctx context.Context, reason string) error {
-	if b.blocked != reason {
+	b.setBlocked(reason)
+	return b.wait(ctx)
+}
+
+// setBlocked records why appends wait ("" once they do not), logging each
+// new reason and accumulating the wall time spent blocked, however many
+// goroutines wait. The caller holds b.mu.
+func (b *Buffer) setBlocked(reason string) {
+	if reason == b.blocked {
+		return
+	}
+	now := time.Now()
+	switch {
+	case b.blocked == "":
+		b.blockedSince = now
+	case reason == "":
+		b.blockedTotal += now.Sub(b.blockedSince)
+	}
+	if reason != "" {
 		b.log.Warn("buffer full: appends wait (the Kafka input pauses)", "reason", reason)
+	} else {
+		b.log.Info("buffer appends resumed")
 	}
 	b.blocked = reason
-	start := time.Now()
-	err := b.wait(ctx)
-	b.blockedTotal += time.Since(start)
-	return err
 }
 
 // minFreeForAcks is the free space an Ack needs: its deletions go to
@@ -72,13 +88,17 @@ func (b *Buffer) waitAckRoom() error {
 		if b.closed {
 			return ErrClosed
 		}
-		reason := "filesystem full: " + shipper.ByteSize(b.fsFree).String() + " free; acknowledgements wait for " +
-			shipper.ByteSize(minFreeForAcks).String()
-		if err := b.waitBlocked(context.Background(), reason); err != nil {
+		if b.ackBlocked == "" {
+			b.ackBlocked = "filesystem full: " + shipper.ByteSize(b.fsFree).String() + " free; acknowledgements wait for " +
+				shipper.ByteSize(minFreeForAcks).String()
+			b.log.Warn("buffer: acknowledgements wait for disk space", "reason", b.ackBlocked)
+		}
+		if err := b.wait(context.Background()); err != nil {
 			return err
 		}
 		b.refreshFree()
 	}
+	b.ackBlocked = ""
 	return nil
 }
 
@@ -143,8 +163,9 @@ func (b *Buffer) maintainLoop() {
 		}
 		b.refreshDisk()
 		b.mu.Lock()
-		due := b.freed >= valueLogFileSize || (b.freed > 0 && b.blocked != "")
-		if b.blocked != "" {
+		waiting := b.blocked != "" || b.ackBlocked != ""
+		due := b.freed >= valueLogFileSize || (b.freed > 0 && waiting)
+		if waiting {
 			b.notify() // space may have come back
 		}
 		b.mu.Unlock()

@@ -21,11 +21,17 @@ type Sink interface {
 	Append(ctx context.Context, r *shipper.Record) error
 }
 
-// Watermarks reports, per partition, the offset below which every record
-// handed to the sink has been delivered downstream. Only such offsets are
-// committed.
+// Watermarks is what the input learns from downstream about its progress.
 type Watermarks interface {
+	// Watermarks reports, per partition, the offset below which every
+	// record handed to the sink has been delivered. Only such offsets are
+	// committed.
 	Watermarks() map[shipper.TopicPartition]int64
+	// ResumeOffsets reports, per partition, the offset after the last
+	// record the sink holds or has delivered. A partition reader starts
+	// there when it is beyond the committed offset, so that a restart does
+	// not buffer again what the sink already has.
+	ResumeOffsets() map[shipper.TopicPartition]int64
 }
 
 // Input consumes topics as a member of a consumer group and commits offsets
@@ -178,11 +184,57 @@ func (in *Input) startGeneration(gen *kafkago.Generation) {
 	in.gen, in.assigned = gen, assigned
 	in.mu.Unlock()
 	in.log.Info("kafka partitions assigned", "generation", gen.ID, "partitions", len(assigned))
+	starts := in.startOffsets(gen)
 	for topic, parts := range gen.Assignments {
 		for _, p := range parts {
-			gen.Start(func(gctx context.Context) { in.readPartition(gctx, topic, p.ID, p.Offset) })
+			start := starts[shipper.TopicPartition{Topic: topic, Partition: int32(p.ID)}]
+			gen.Start(func(gctx context.Context) { in.readPartition(gctx, topic, p.ID, start) })
 		}
 	}
+}
+
+// startOffsets chooses where each assigned partition's reader starts: at
+// the committed offset, or past it where the sink already holds or has
+// delivered records (the commit floor stays the committed offset). A resume
+// offset beyond the partition's end (a recreated topic) is ignored.
+func (in *Input) startOffsets(gen *kafkago.Generation) map[shipper.TopicPartition]int64 {
+	resume := in.marks.ResumeOffsets()
+	starts := map[shipper.TopicPartition]int64{}
+	ahead := map[string][]kafkago.OffsetRequest{}
+	for topic, parts := range gen.Assignments {
+		for _, p := range parts {
+			tp := shipper.TopicPartition{Topic: topic, Partition: int32(p.ID)}
+			starts[tp] = p.Offset
+			if r, ok := resume[tp]; ok && r > p.Offset {
+				ahead[topic] = append(ahead[topic], kafkago.LastOffsetOf(p.ID))
+			}
+		}
+	}
+	if len(ahead) == 0 {
+		return starts
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), in.cfg.DialTimeout)
+	defer cancel()
+	client := &kafkago.Client{Addr: kafkago.TCP(in.cfg.BrokerList()...), Timeout: in.cfg.DialTimeout, Transport: in.transport}
+	res, err := client.ListOffsets(ctx, &kafkago.ListOffsetsRequest{Topics: ahead})
+	if err != nil {
+		in.log.Warn("kafka list offsets; reading from the committed offsets", "err", err)
+		return starts
+	}
+	for topic, parts := range res.Topics {
+		for _, p := range parts {
+			tp := shipper.TopicPartition{Topic: topic, Partition: int32(p.Partition)}
+			r := resume[tp]
+			if p.Error != nil || r > p.LastOffset {
+				in.log.Warn("buffered offsets beyond the partition's end; reading from the committed offset",
+					"partition", tp.String(), "resume", r, "end", p.LastOffset, "err", p.Error)
+				continue
+			}
+			in.log.Info("resuming after buffered records", "partition", tp.String(), "committed", starts[tp], "resume", r)
+			starts[tp] = r
+		}
+	}
+	return starts
 }
 
 // readPartition appends one partition's records to the sink, in order,

@@ -732,3 +732,31 @@ func TestInputPicksUpTopicCreatedLater(t *testing.T) {
 	in.stop(t)
 	checkRecords(t, sink.Records(), want)
 }
+
+// TestInputResumesAfterBufferedRecords: after a restart the sink already
+// holds records past the committed offset; reading starts after them, while
+// the commit floor stays the committed offset. A resume offset beyond the
+// partition's end (a recreated topic) is ignored.
+func TestInputResumesAfterBufferedRecords(t *testing.T) {
+	t.Parallel()
+	c := kafkatest.NewCluster(t, 2, "logs")
+	all := produce(t, c, "logs", 2, 0, 10)
+	marks := kafkatest.NewWatermarks(nil)
+	marks.SetResume(tp("logs", 0), 6)   // the sink holds logs/0 up to offset 5
+	marks.SetResume(tp("logs", 1), 500) // beyond the end: ignored
+	sink := kafkatest.NewSink()
+	in := start(t, testConfig(t, c, "g-resume", "logs"), sink, marks)
+	in.waitAssigned(t, 2)
+	var want []shipper.Record
+	for _, r := range all {
+		if r.Partition == 1 || r.Offset >= 6 {
+			want = append(want, r)
+		}
+	}
+	sink.WaitFor(t, waitTimeout, "records after the resume offsets", func(s kafkatest.SinkState) bool { return s.Records >= len(want) })
+	marks.Set(tp("logs", 0), 10)
+	marks.WaitCalls(t, marks.Calls()+2, waitTimeout)
+	in.stop(t)
+	checkRecords(t, sink.Records(), want)
+	checkCommitted(t, c, "g-resume", "logs", map[int32]int64{0: 10, 1: -1})
+}

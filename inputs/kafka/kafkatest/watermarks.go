@@ -15,6 +15,7 @@ type Watermarks struct {
 	mu      sync.Mutex
 	changed chan struct{}
 	marks   map[shipper.TopicPartition]int64
+	resume  map[shipper.TopicPartition]int64
 	calls   int
 }
 
@@ -35,6 +36,27 @@ func (w *Watermarks) Watermarks() map[shipper.TopicPartition]int64 {
 		m = map[shipper.TopicPartition]int64{}
 	}
 	return m
+}
+
+// ResumeOffsets returns a copy of the resume offsets set with SetResume.
+func (w *Watermarks) ResumeOffsets() map[shipper.TopicPartition]int64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	m := maps.Clone(w.resume)
+	if m == nil {
+		m = map[shipper.TopicPartition]int64{}
+	}
+	return m
+}
+
+// SetResume sets the resume offset of tp.
+func (w *Watermarks) SetResume(tp shipper.TopicPartition, offset int64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.resume == nil {
+		w.resume = map[shipper.TopicPartition]int64{}
+	}
+	w.resume[tp] = offset
 }
 
 // Set sets the watermark of tp.
