@@ -26,6 +26,18 @@ type agentOpts struct {
 	ChunkSize           string // default "1MiB"
 	FlushInterval       string // default "200ms"
 	Extra               string // more HCL inside the buffer block
+	// BufferDir is buffer.dir; default <DataDir>/buffer.
+	BufferDir string
+	// SessionTimeout and HeartbeatInterval are the consumer-group timings
+	// (kafka.session_timeout, kafka.heartbeat_interval); defaults "10s" and
+	// the agent's default. The broker accepts sessions down to 1s
+	// (stacktest sets group.min.session.timeout.ms).
+	SessionTimeout, HeartbeatInterval string
+	// ESURL is elasticsearch.urls, e.g. a proxy in front of the stack's
+	// node; default stack.ESURL.
+	ESURL string
+	// RequestTimeout is elasticsearch.request_timeout; default the agent's.
+	RequestTimeout string
 }
 
 // agentProc is a shipper process under test.
@@ -57,6 +69,22 @@ func writeConfig(t *testing.T, o agentOpts) (string, string) {
 	if o.FlushInterval == "" {
 		o.FlushInterval = "200ms"
 	}
+	if o.SessionTimeout == "" {
+		o.SessionTimeout = "10s"
+	}
+	if o.ESURL == "" {
+		o.ESURL = stack.ESURL
+	}
+	var kafkaExtra, bufferExtra, esExtra string
+	if o.HeartbeatInterval != "" {
+		kafkaExtra = fmt.Sprintf("heartbeat_interval = %q", o.HeartbeatInterval)
+	}
+	if o.BufferDir != "" {
+		bufferExtra = fmt.Sprintf("dir = %q", o.BufferDir)
+	}
+	if o.RequestTimeout != "" {
+		esExtra = fmt.Sprintf("request_timeout = %q", o.RequestTimeout)
+	}
 	api := freePort(t)
 	cfg := fmt.Sprintf(`
 data_dir = %q
@@ -73,12 +101,14 @@ kafka {
   topics          = [%q]
   group_id        = %q
   commit_interval = "500ms"
-  session_timeout = "10s"
+  session_timeout = %q
+  %s
 }
 buffer {
   chunk_size     = %q
   flush_interval = %q
   memory_limit   = "64MiB"
+  %s
   %s
 }
 elasticsearch {
@@ -86,8 +116,10 @@ elasticsearch {
   index = %q
   retry_initial_backoff = "200ms"
   retry_max_backoff     = "2s"
+  %s
 }
-`, o.DataDir, api, stack.KafkaBrokers, o.Topic, o.Group, o.ChunkSize, o.FlushInterval, o.Extra, stack.ESURL, o.Index)
+`, o.DataDir, api, stack.KafkaBrokers, o.Topic, o.Group, o.SessionTimeout, kafkaExtra,
+		o.ChunkSize, o.FlushInterval, bufferExtra, o.Extra, o.ESURL, o.Index, esExtra)
 	path := filepath.Join(o.DataDir, "shipper.hcl")
 	if err := os.MkdirAll(o.DataDir, 0o755); err != nil {
 		t.Fatal(err)
@@ -164,6 +196,40 @@ func (a *agentProc) kill() {
 	<-a.done
 }
 
+// exited reports whether the agent process has ended, and how.
+func (a *agentProc) exited() (bool, error) {
+	select {
+	case err := <-a.done:
+		a.done <- err
+		return true, err
+	default:
+		return false, nil
+	}
+}
+
+// requireRunning fails the test if the agent process has ended: a fault
+// must never make it exit, and a supervisor restarting it would hide a
+// crash loop.
+func (a *agentProc) requireRunning(when string) {
+	a.t.Helper()
+	if ended, err := a.exited(); ended {
+		a.dumpLog()
+		a.t.Fatalf("agent (pid %d) exited %s: %v", a.cmd.Process.Pid, when, err)
+	}
+}
+
+// lastLogLine returns the agent's latest log line that contains substr.
+func (a *agentProc) lastLogLine(substr string) string {
+	b, _ := os.ReadFile(a.logPath)
+	lines := strings.Split(string(b), "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		if strings.Contains(lines[i], substr) {
+			return lines[i]
+		}
+	}
+	return ""
+}
+
 // stop sends SIGTERM and requires a clean exit within the timeout.
 func (a *agentProc) stop(timeout time.Duration) {
 	a.t.Helper()
@@ -186,6 +252,41 @@ func (a *agentProc) stop(timeout time.Duration) {
 func (a *agentProc) status() map[string]any {
 	a.t.Helper()
 	var st map[string]any
+	a.getJSON("GET", "/api/status", &st)
+	return st
+}
+
+// agentStatus is the part of /api/status the fault tests read.
+type agentStatus struct {
+	Consumed int64             `json:"consumed_records"`
+	Assigned []json.RawMessage `json:"assigned_partitions"`
+	Buffer   struct {
+		OpenRecords    int     `json:"open_records"`
+		DiskChunks     int     `json:"disk_chunks"`
+		DiskRecords    int64   `json:"disk_records"`
+		InFlightChunks int     `json:"in_flight_chunks"`
+		DiskBytes      int64   `json:"disk_bytes"`
+		DiskUsage      int64   `json:"disk_usage"`
+		FilesystemFree int64   `json:"filesystem_free"`
+		Blocked        string  `json:"blocked"`
+		BlockedSeconds float64 `json:"blocked_seconds"`
+		GCRuns         int64   `json:"gc_runs"`
+		GCReclaimed    int64   `json:"gc_reclaimed_bytes"`
+		DeadLetters    int64   `json:"dead_letters"`
+		Quarantined    int     `json:"quarantined"`
+	} `json:"buffer"`
+	Output struct {
+		Indexed      int64 `json:"indexed"`
+		Duplicates   int64 `json:"duplicates"`
+		DeadLettered int64 `json:"dead_lettered"`
+		Retries      int64 `json:"retries"`
+	} `json:"output"`
+}
+
+// stats returns the agent's /api/status document, typed.
+func (a *agentProc) stats() agentStatus {
+	a.t.Helper()
+	var st agentStatus
 	a.getJSON("GET", "/api/status", &st)
 	return st
 }

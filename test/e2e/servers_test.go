@@ -209,3 +209,45 @@ func assertExactlyOnce(t *testing.T, index, topic string, partitions, n int) {
 		}
 	}
 }
+
+// brokerConfig returns a setting of the stack's broker (node 1) as the
+// broker reports it.
+func brokerConfig(t *testing.T, name string) string {
+	t.Helper()
+	res, err := kafkaClient().DescribeConfigs(context.Background(), &kafka.DescribeConfigsRequest{
+		Resources: []kafka.DescribeConfigRequestResource{{
+			ResourceType: kafka.ResourceTypeBroker, ResourceName: "1", ConfigNames: []string{name}}},
+	})
+	if err != nil {
+		t.Fatalf("describe broker config %s: %v", name, err)
+	}
+	for _, r := range res.Resources {
+		if r.Error != nil {
+			t.Fatalf("describe broker config %s: %v", name, r.Error)
+		}
+		for _, e := range r.ConfigEntries {
+			if e.ConfigName == name {
+				return e.ConfigValue
+			}
+		}
+	}
+	t.Fatalf("the broker does not report %s", name)
+	return ""
+}
+
+// requireShortSessions fails unless the broker accepts consumer-group
+// sessions as short as d. The stack reuses a running broker as it is, so a
+// broker started before stacktest lowered group.min.session.timeout.ms
+// keeps the old minimum (6s) until it is restarted.
+func requireShortSessions(t *testing.T, d time.Duration) {
+	t.Helper()
+	v := brokerConfig(t, "group.min.session.timeout.ms")
+	ms, err := strconv.ParseInt(v, 10, 64)
+	if err != nil {
+		t.Fatalf("broker group.min.session.timeout.ms = %q: %v", v, err)
+	}
+	if time.Duration(ms)*time.Millisecond > d {
+		t.Fatalf("the running Kafka broker has group.min.session.timeout.ms=%s, this test needs sessions of %s; "+
+			"the stack was started before stacktest lowered it: run `test/e2e/stack down` and run the tests again", v, d)
+	}
+}

@@ -92,6 +92,9 @@ func (c kafkaConfig) serverProperties() string {
 	p("transaction.state.log.min.isr", 1)
 	p("transaction.state.log.num.partitions", 4)
 	p("group.initial.rebalance.delay.ms", 0)
+	// Tests that kill consumers use 1s sessions, so that a restarted member
+	// does not wait 6s (the default minimum) for its dead predecessor.
+	p("group.min.session.timeout.ms", 1000)
 	p("num.network.threads", 2)
 	p("num.io.threads", 4)
 	p("num.recovery.threads.per.data.dir", 1)
