@@ -4,7 +4,6 @@ package e2e
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/url"
 	"os"
@@ -257,52 +256,10 @@ func produceLarge(t *testing.T, topic string, from, n, size int) {
 		msgs = append(msgs, kafka.Message{Key: fmt.Appendf(nil, "%d", i),
 			Value: fmt.Appendf(nil, `{"service":"disk-filler","msg":"large record","seq":%d,"body":%q}`, i, body)})
 		if len(msgs) == batch || i == from+n-1 {
-			if err := writeOnce(ctx, w, msgs); err != nil {
+			if err := loggen.Write(ctx, w, msgs); err != nil {
 				t.Fatalf("produce records up to %d: %v", i, err)
 			}
 			msgs = msgs[:0]
-		}
-	}
-}
-
-// writeOnce writes msgs, retrying those that failed with a transient error
-// (a new topic's metadata not yet known to the writer) and only those, so
-// that no record is written twice.
-func writeOnce(ctx context.Context, w *kafka.Writer, msgs []kafka.Message) error {
-	for attempt := 1; ; attempt++ {
-		err := w.WriteMessages(ctx, msgs...)
-		if err == nil {
-			return nil
-		}
-		transient := func(err error) bool {
-			var ke kafka.Error
-			return errors.As(err, &ke) && ke.Temporary()
-		}
-		var failed []kafka.Message
-		var werrs kafka.WriteErrors
-		switch {
-		case errors.As(err, &werrs):
-			for i, e := range werrs {
-				if e != nil && !transient(e) {
-					return e
-				}
-				if e != nil {
-					failed = append(failed, msgs[i])
-				}
-			}
-		case transient(err):
-			failed = msgs
-		default:
-			return err
-		}
-		if attempt == 20 {
-			return err
-		}
-		msgs = failed
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(250 * time.Millisecond):
 		}
 	}
 }

@@ -135,7 +135,7 @@ func Produce(ctx context.Context, w *kafka.Writer, from, n int) error {
 	for i := from; i < from+n; i++ {
 		msgs = append(msgs, kafka.Message{Key: []byte(strconv.Itoa(i)), Value: Record(i)})
 		if len(msgs) == batch || i == from+n-1 {
-			if err := writeAll(ctx, w, msgs); err != nil {
+			if err := Write(ctx, w, msgs); err != nil {
 				return fmt.Errorf("produce records %d..%d: %w", i+1-len(msgs), i, err)
 			}
 			msgs = msgs[:0]
@@ -144,7 +144,10 @@ func Produce(ctx context.Context, w *kafka.Writer, from, n int) error {
 	return nil
 }
 
-func writeAll(ctx context.Context, w *kafka.Writer, msgs []kafka.Message) error {
+// Write writes the messages and returns once Kafka acknowledged them all,
+// retrying only the messages that failed with a transient error, so that
+// none is written twice.
+func Write(ctx context.Context, w *kafka.Writer, msgs []kafka.Message) error {
 	for attempt := 1; ; attempt++ {
 		err := w.WriteMessages(ctx, msgs...)
 		if err == nil {
