@@ -147,11 +147,12 @@ func NewLogger(c LogConfig, w *os.File) *slog.Logger {
 }
 
 // MemoryOverhead is the memory the agent uses beyond buffer.memory_limit:
-// the Go runtime and libraries, badger's memtables, Kafka fetch buffers and
-// one bulk request body per delivery worker (built from a loaded chunk, so
-// about its size again). docs/benchmarks.md measures it.
+// 48 MiB for the Go runtime, libraries and Kafka fetch buffers, badger's
+// memtables (which grow with memory_limit), and two chunks' worth per
+// delivery worker (its bulk request body and the copies made building it).
+// docs/benchmarks.md measures it under a 2 GiB backlog.
 func (c Config) MemoryOverhead() int64 {
-	return 48<<20 + int64(c.Elasticsearch.Workers)*2*int64(c.Buffer.ChunkSize)
+	return 48<<20 + c.Buffer.StoreMemory() + int64(c.Elasticsearch.Workers)*2*int64(c.Buffer.ChunkSize)
 }
 
 // SoftMemoryLimit is the Go runtime's soft memory limit for this

@@ -203,12 +203,21 @@ const valueLogFileSize = 16 << 20
 // memory limit.
 const maxMemTableSize = 16 << 20
 
+// memTableSize sizes badger's memtables from the memory limit.
+func (c Config) memTableSize() int64 {
+	return min(max(int64(c.MemoryLimit)/16, 1<<20), maxMemTableSize)
+}
+
+// StoreMemory is the memory badger itself holds beyond memory_limit: its
+// two memtables, sized from the limit (1/16 each, 1–16 MiB).
+func (c Config) StoreMemory() int64 { return 2 * c.memTableSize() }
+
 // badgerOptions sizes badger for a small footprint: its defaults (64 MiB
 // memtables × 5, a 256 MiB block cache, 1 GiB value-log files) are for a
 // database server. Chunk data goes to the value log; the LSM tree holds only
 // keys and metadata, so small memtables suffice.
 func badgerOptions(cfg Config, log *slog.Logger) badger.Options {
-	memtable := min(max(int64(cfg.MemoryLimit)/16, 1<<20), maxMemTableSize)
+	memtable := cfg.memTableSize()
 	return badger.DefaultOptions(cfg.Dir).
 		WithLogger(badgerLogger{log}).
 		WithSyncWrites(cfg.SyncWrites).
