@@ -32,3 +32,7 @@ stack-down:
 
 clean:
 	rm -rf $(BIN) .cache
+
+.PHONY: bench
+bench: ## benchmarks, 10–15 min: buffer vs raw disk, restart, agent memory; figures in bench/results/, summary in docs/benchmarks.md
+	GO=$(GO) bench/run
