@@ -109,7 +109,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 
 	deadline := time.Now().Add(a.cfg.ShutdownTimeout)
-	a.log.Info("shutting down", "timeout", a.cfg.ShutdownTimeout)
+	a.log.Info("shutting down", "timeout", a.cfg.ShutdownTimeout.String())
 	a.in.StopFetching()
 	// Keep a quarter of the time (at most 5s) to commit and close.
 	reserve := min(a.cfg.ShutdownTimeout/4, 5*time.Second)
