@@ -238,12 +238,9 @@ func badgerOptions(cfg Config, log *slog.Logger) badger.Options {
 
 func (b *Buffer) load() error {
 	return b.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefixMeta, PrefetchValues: true, PrefetchSize: 64})
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			var m Meta
-			if err := it.Item().Value(func(v []byte) error { return json.Unmarshal(v, &m) }); err != nil {
-				return fmt.Errorf("read chunk metadata %x: %w", it.Item().Key(), err)
+		err := forEachMeta(txn, prefixMeta, func(key []byte, m Meta, err error) error {
+			if err != nil {
+				return fmt.Errorf("read chunk metadata %x: %w", key, err)
 			}
 			b.chunks[m.Seq] = &entry{meta: m}
 			b.order = append(b.order, m.Seq)
@@ -255,17 +252,20 @@ func (b *Buffer) load() error {
 					b.lastAppended[tp] = rg.Last
 				}
 			}
+			return nil
+		})
+		if err != nil {
+			return err
 		}
-		it.Close()
-		qit := txn.NewIterator(badger.IteratorOptions{Prefix: prefixQuar, PrefetchValues: true})
-		defer qit.Close()
-		for qit.Rewind(); qit.Valid(); qit.Next() {
-			var m Meta
-			if err := qit.Item().Value(func(v []byte) error { return json.Unmarshal(v, &m) }); err == nil {
+		// An unreadable quarantine record is skipped: it must not keep the
+		// buffer from opening.
+		_ = forEachMeta(txn, prefixQuar, func(_ []byte, m Meta, err error) error {
+			if err == nil {
 				b.quarantined = append(b.quarantined, m)
 				b.nextSeq = max(b.nextSeq, m.Seq+1)
 			}
-		}
+			return nil
+		})
 		// Reading resumes after the last stored record, except that a
 		// quarantined chunk's records must be read again from Kafka.
 		for _, m := range b.quarantined {
@@ -283,12 +283,28 @@ func (b *Buffer) load() error {
 		if dit.ValidForPrefix(prefixDead) {
 			b.nextDead = binary.BigEndian.Uint64(dit.Item().Key()[len(prefixDead):]) + 1
 		}
-		b.deadLetters = b.countPrefix(txn, prefixDead)
+		b.deadLetters = countPrefix(txn, prefixDead)
 		return nil
 	})
 }
 
-func (b *Buffer) countPrefix(txn *badger.Txn, prefix []byte) int64 {
+// forEachMeta calls fn with every chunk metadata record under prefix, in
+// sequence order; err is set when a record does not decode. It stops at the
+// first error fn returns.
+func forEachMeta(txn *badger.Txn, prefix []byte, fn func(key []byte, m Meta, err error) error) error {
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: true, PrefetchSize: 64})
+	defer it.Close()
+	for it.Rewind(); it.Valid(); it.Next() {
+		var m Meta
+		err := it.Item().Value(func(v []byte) error { return json.Unmarshal(v, &m) })
+		if err := fn(it.Item().Key(), m, err); err != nil { // the key is valid until Next
+			return err
+		}
+	}
+	return nil
+}
+
+func countPrefix(txn *badger.Txn, prefix []byte) int64 {
 	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
 	defer it.Close()
 	var n int64

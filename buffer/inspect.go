@@ -1,7 +1,6 @@
 package buffer
 
 import (
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"os"
@@ -51,12 +50,9 @@ func Inspect(dir string) (*Inventory, error) {
 			prefix []byte
 			state  string
 		}{{prefixMeta, "stored"}, {prefixQuar, "quarantined"}} {
-			it := txn.NewIterator(badger.IteratorOptions{Prefix: p.prefix, PrefetchValues: true})
-			for it.Rewind(); it.Valid(); it.Next() {
-				var m Meta
-				if err := it.Item().Value(func(v []byte) error { return json.Unmarshal(v, &m) }); err != nil {
-					it.Close()
-					return fmt.Errorf("chunk metadata %x: %w", it.Item().Key(), err)
+			err := forEachMeta(txn, p.prefix, func(key []byte, m Meta, err error) error {
+				if err != nil {
+					return fmt.Errorf("chunk metadata %x: %w", key, err)
 				}
 				inv.Chunks = append(inv.Chunks, ChunkInfo{Meta: m, State: p.state})
 				inv.Records += int64(m.Records)
@@ -65,14 +61,13 @@ func Inspect(dir string) (*Inventory, error) {
 				if p.state == "quarantined" {
 					inv.Quarantined++
 				}
+				return nil
+			})
+			if err != nil {
+				return err
 			}
-			it.Close()
 		}
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefixDead})
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			inv.DeadLetters++
-		}
+		inv.DeadLetters = countPrefix(txn, prefixDead)
 		return nil
 	})
 	sort.Slice(inv.Chunks, func(i, j int) bool { return inv.Chunks[i].Seq < inv.Chunks[j].Seq })
