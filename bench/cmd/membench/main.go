@@ -57,6 +57,21 @@ import (
 	"github.com/shipper-agent/shipper/test/e2e/stacktest"
 )
 
+// figure is one memory figure the report gives the peak of.
+type figure struct {
+	name string
+	f    func(sample) int64
+}
+
+// peakFigures are the figures whose peaks the report compares with the
+// ceiling and explains.
+var peakFigures = []figure{
+	{"RssAnon", func(s sample) int64 { return s.rssAnon }},
+	{"heap in use", func(s sample) int64 { return s.heapInuse }},
+	{"Go sys", func(s sample) int64 { return s.goSys }},
+	{"VmRSS", func(s sample) int64 { return s.vmRSS }},
+}
+
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -775,16 +790,7 @@ func report(w io.Writer, info machine.Info, o options, topic string, prod produc
 	tw.Flush()
 	for _, r := range runs {
 		var over []string
-		for _, p := range []struct {
-			name string
-			f    func(sample) int64
-		}{
-			{"RssAnon", func(s sample) int64 { return s.rssAnon }},
-			{"heap in use", func(s sample) int64 { return s.heapInuse }},
-			{"Go sys", func(s sample) int64 { return s.goSys }},
-			{"VmRSS", func(s sample) int64 { return s.vmRSS }},
-			{"VmHWM", func(s sample) int64 { return s.vmHWM }},
-		} {
+		for _, p := range append(peakFigures, figure{"VmHWM", func(s sample) int64 { return s.vmHWM }}) {
 			if v, _ := r.peak(p.f); v > r.ceiling {
 				over = append(over, fmt.Sprintf("%s by %s", p.name, mib(v-r.ceiling)))
 			}
@@ -824,17 +830,9 @@ func report(w io.Writer, info machine.Info, o options, topic string, prod produc
 
 	for _, r := range runs {
 		fmt.Fprintf(w, "## memory_limit %s\n", r.limit)
-		fmt.Fprintf(w, "ceiling: %s = memory_limit %s + MemoryOverhead() %s (48 MiB + %d workers × 2 × chunk_size %s)\n",
-			mib(r.ceiling), r.limit, mib(r.overhead), r.cfg.Elasticsearch.Workers, r.cfg.Buffer.ChunkSize)
-		for _, p := range []struct {
-			name string
-			f    func(sample) int64
-		}{
-			{"RssAnon", func(s sample) int64 { return s.rssAnon }},
-			{"heap in use", func(s sample) int64 { return s.heapInuse }},
-			{"Go sys", func(s sample) int64 { return s.goSys }},
-			{"VmRSS", func(s sample) int64 { return s.vmRSS }},
-		} {
+		fmt.Fprintf(w, "ceiling: %s = memory_limit %s + MemoryOverhead() %s (48 MiB + badger memtables %s + %d workers × 2 × chunk_size %s)\n",
+			mib(r.ceiling), r.limit, mib(r.overhead), mib(r.cfg.Buffer.StoreMemory()), r.cfg.Elasticsearch.Workers, r.cfg.Buffer.ChunkSize)
+		for _, p := range peakFigures {
 			v, at := r.peak(p.f)
 			s := r.sampleAt(at)
 			fmt.Fprintf(w, "peak %s %s at %s (then: RssAnon %s, heap in use %s, Go sys %s, VmRSS %s, RssFile %s, buffer memory_bytes %s, backlog %.0f MB)\n",
