@@ -147,8 +147,14 @@ func Produce(ctx context.Context, w *kafka.Writer, from, n int) error {
 // Write writes the messages and returns once Kafka acknowledged them all,
 // retrying only the messages that failed with a transient error, so that
 // none is written twice.
+//
+// Transient errors are retried for up to transientBudget: kafka-go's
+// transport caches a topic's metadata, an "unknown topic" answer included,
+// for its metadata TTL (6s by default), so a new topic on a broker that just
+// started can stay unknown to the writer for that long.
 func Write(ctx context.Context, w *kafka.Writer, msgs []kafka.Message) error {
-	for attempt := 1; ; attempt++ {
+	deadline := time.Now().Add(transientBudget)
+	for {
 		err := w.WriteMessages(ctx, msgs...)
 		if err == nil {
 			return nil
@@ -171,8 +177,8 @@ func Write(ctx context.Context, w *kafka.Writer, msgs []kafka.Message) error {
 		default:
 			return err
 		}
-		if attempt == 20 {
-			return err
+		if time.Now().After(deadline) {
+			return fmt.Errorf("still failing after %s: %w", transientBudget, err)
 		}
 		msgs = failed
 		select {
@@ -182,6 +188,8 @@ func Write(ctx context.Context, w *kafka.Writer, msgs []kafka.Message) error {
 		}
 	}
 }
+
+const transientBudget = 30 * time.Second
 
 func transient(err error) bool {
 	var ke kafka.Error
