@@ -25,7 +25,8 @@ log {
 
 api {
   # HTTP API: GET /api/health, GET /api/status, POST /api/flush[?wait=30s],
-  # GET /api/metrics. Loopback by default: the API can trigger flushes.
+  # GET /api/metrics, GET /api/dlq, POST /api/dlq/replay, POST /api/dlq/purge.
+  # Loopback by default: the API can trigger flushes, replays and purges.
   address = env("SHIPPER_API_ADDRESS", "127.0.0.1:8686")
 }
 
@@ -93,8 +94,20 @@ elasticsearch {
   api_key  = env("ES_API_KEY", "")
   # Chunks delivered concurrently = bulk requests in flight.
   workers = 2
-  # A chunk whose bulk body exceeds this is sent as several requests.
+  # A chunk whose bulk body exceeds this is sent as several requests. At
+  # most 100MiB (Elasticsearch's default http.max_content_length); a smaller
+  # limit of the node or a proxy is learned from its 413 answers.
   max_bulk_bytes = "8MiB"
+  # A document Elasticsearch fails for its own sake (a per-item 500) this
+  # many times is dead-lettered with every reason seen. 429, 502, 503, 504
+  # and whole-request failures never count: they are the cluster's state.
+  max_item_attempts = 10
+  # A record with a null or empty value (a tombstone): skip or dead_letter.
+  tombstones = "skip"
+  # A value that is not valid UTF-8: base64 (indexed as "message" with
+  # U+FFFD replacements plus "message_base64" with the exact bytes) or
+  # dead_letter.
+  invalid_utf8 = "base64"
   # Bounds on one request and on connections.
   request_timeout       = "60s"
   dial_timeout          = "5s"
@@ -103,8 +116,24 @@ elasticsearch {
   idle_conn_timeout = "30s"
   # TCP keepalive idle time (probes every keepalive/3, 3 probes).
   keepalive = "15s"
-  # Jittered exponential backoff between delivery attempts. Delivery never
-  # gives up: data stays buffered until Elasticsearch takes it.
+  # Jittered exponential backoff between delivery attempts. Delivery gives
+  # up on a document only as max_item_attempts says; data stays buffered
+  # until Elasticsearch takes it. Documents held because the cluster or the
+  # credentials are wrong (401, 403, a write block, a missing index) are
+  # retried every retry_max_backoff, or at once on POST /api/flush.
   retry_initial_backoff = "500ms"
   retry_max_backoff     = "30s"
+}
+
+dead_letter {
+  # Records Elasticsearch can never accept as they are (a mapping conflict,
+  # a document too large) are kept here with every reason, in the buffer's
+  # directory. List, replay and purge them with `shipper dlq`.
+  #
+  # Size bound; 0 means a tenth of buffer.disk_limit. At most half of it.
+  max_bytes = "0"
+  # When full: drop_oldest (counted in shipper_deadletter_dropped_total and
+  # logged) or block (deliveries wait, then the Kafka input pauses, until
+  # the store is replayed or purged).
+  when_full = "drop_oldest"
 }

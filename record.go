@@ -11,9 +11,19 @@ type Record struct {
 	Partition int32
 	Offset    int64
 	Key       []byte
-	Value     []byte
+	// Value is nil for a tombstone (a null value). kafka-go reports an
+	// empty value the same way, so the two cannot be told apart.
+	Value []byte
+	// Headers are the Kafka record headers, in order.
+	Headers []Header
 	// Time is the Kafka message timestamp.
 	Time time.Time
+}
+
+// Header is one Kafka record header. Keys may repeat.
+type Header struct {
+	Key   string `json:"key"`
+	Value []byte `json:"value"`
 }
 
 // TopicPartition names one partition of one topic.

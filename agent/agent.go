@@ -31,6 +31,8 @@ type Agent struct {
 	metrics *metrics
 	ln      net.Listener
 	started time.Time
+
+	replaying sync.Mutex // held while a dead-letter replay runs
 }
 
 // New opens the buffer and binds the API listener, so that a broken
@@ -59,7 +61,7 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 		return nil, fmt.Errorf("api listener: %w", err)
 	}
 	a := &Agent{cfg: cfg, log: log, buf: buf, out: out, in: in, ln: ln, started: time.Now()}
-	a.metrics = newMetrics(func() float64 { return float64(in.Consumed()) }, buf.Stats)
+	a.metrics = newMetrics(func() float64 { return float64(in.Consumed()) }, buf.Stats, func() *HoldStatus { return a.deliver.held() })
 	a.deliver = newDeliverer(buf, out, cfg.Elasticsearch, log.With("component", "deliver"), a.metrics)
 	return a, nil
 }
@@ -114,8 +116,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	// Keep a quarter of the time (at most 5s) to commit and close.
 	reserve := min(a.cfg.ShutdownTimeout/4, 5*time.Second)
 	drainCtx, cancelDrain := context.WithDeadline(context.Background(), deadline.Add(-reserve))
-	seq := a.buf.Flush(drainCtx)
-	if err := a.buf.WaitDelivered(drainCtx, seq); err != nil {
+	seq, err := a.buf.Flush(drainCtx)
+	if err == nil {
+		err = a.buf.WaitDelivered(drainCtx, seq)
+	}
+	if err != nil {
 		st := a.buf.Stats()
 		a.log.Warn("shutdown deadline: undelivered chunks stay on disk for the next start",
 			"chunks", st.DiskChunks, "records", st.DiskRecords)
@@ -153,12 +158,21 @@ type Status struct {
 	Output   OutputStatus             `json:"output"`
 }
 
-// OutputStatus counts delivery outcomes since start.
+// OutputStatus counts documents by final outcome since start, once each,
+// and says whether delivery is held.
 type OutputStatus struct {
 	Indexed      int64 `json:"indexed"`
 	Duplicates   int64 `json:"duplicates"`
+	Skipped      int64 `json:"skipped"`
 	DeadLettered int64 `json:"dead_lettered"`
-	Retries      int64 `json:"retries"`
+	// Retries counts documents scheduled to be sent again (per attempt).
+	Retries int64 `json:"retries"`
+	// Held says why delivery is held (401, 403, a write block, a missing
+	// index): nil when it is not.
+	Held *HoldStatus `json:"held,omitempty"`
+	// BulkLimit is the largest bulk request body sent, in bytes:
+	// max_bulk_bytes, or less once Elasticsearch answered 413.
+	BulkLimit int64 `json:"bulk_limit_bytes"`
 }
 
 // Version is set at build time with -ldflags "-X ...agent.Version=...".
@@ -175,8 +189,11 @@ func (a *Agent) Status() Status {
 		Output: OutputStatus{
 			Indexed:      int64(counterValue(a.metrics.indexed)),
 			Duplicates:   int64(counterValue(a.metrics.duplicates)),
+			Skipped:      int64(counterValue(a.metrics.skipped)),
 			DeadLettered: int64(counterValue(a.metrics.deadLettered)),
 			Retries:      int64(counterValue(a.metrics.retries)),
+			Held:         a.deliver.held(),
+			BulkLimit:    a.out.BulkLimit(),
 		},
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -101,5 +102,152 @@ func TestAPIFlush(t *testing.T) {
 	}
 	if n := len(srv.Docs(a.cfg.Elasticsearch.Index)); n != 50 {
 		t.Fatalf("%d documents after the flush, want 50", n)
+	}
+}
+
+// runDeliveries runs one delivery worker until the test ends.
+func runDeliveries(t *testing.T, a *Agent) {
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); a.deliver.run(ctx) }()
+	t.Cleanup(func() { cancel(); wg.Wait() })
+}
+
+func decode[T any](t *testing.T, body string) T {
+	t.Helper()
+	var v T
+	if err := json.Unmarshal([]byte(body), &v); err != nil {
+		t.Fatalf("%v: %s", err, body)
+	}
+	return v
+}
+
+// The dead-letter endpoints: list in pages, filter, replay after the cause
+// is fixed (dry run first), purge.
+func TestAPIDeadLetters(t *testing.T) {
+	a, srv := newTestAgent(t)
+	h := a.handler()
+	var broken atomic.Bool
+	broken.Store(true)
+	srv.OnItem(func(id string, _ []byte) (int, string) {
+		var off int
+		fmt.Sscanf(id, "t-0-%d", &off)
+		if broken.Load() && off%2 == 1 {
+			return 400, "strict_dynamic_mapping_exception"
+		}
+		return 0, ""
+	})
+	for i := range 20 {
+		v := fmt.Appendf(nil, `{"i":%d}`, i)
+		if i == 1 {
+			v = []byte{0xff, 0xfe, 'x'} // not UTF-8: wrapped with message_base64, rejected here anyway
+		}
+		a.buf.Append(context.Background(), &shipper.Record{Topic: "t", Offset: int64(i), Value: v,
+			Headers: []shipper.Header{{Key: "h", Value: []byte("v")}}})
+	}
+	runDeliveries(t, a)
+	if code, body := call(t, h, "POST", "/api/flush?wait=10s"); code != 200 {
+		t.Fatalf("flush: %d %s", code, body)
+	}
+	var ids []string
+	var entries []DeadLetterEntry
+	after := ""
+	for pages := 0; ; pages++ {
+		code, body := call(t, h, "GET", "/api/dlq?limit=4&after="+after)
+		page := decode[DeadLetterList](t, body)
+		if code != 200 || len(page.Entries) > 4 || pages > 3 {
+			t.Fatalf("page %d: %d %s", pages, code, body)
+		}
+		for _, e := range page.Entries {
+			ids = append(ids, e.ID)
+			entries = append(entries, e)
+		}
+		if after = page.Next; after == "" {
+			break
+		}
+	}
+	if len(ids) != 10 || entries[0].Offset != 1 || entries[0].ValueEncoding != "base64" || entries[0].Value != "//54" ||
+		entries[1].Value != `{"i":3}` || entries[1].ValueEncoding != "utf-8" || entries[1].Type != "strict_dynamic_mapping_exception" ||
+		len(entries[1].Headers) != 1 || entries[1].Attempts != 1 {
+		t.Fatalf("listed %d: %+v", len(ids), entries[:2])
+	}
+	if code, body := call(t, h, "GET", "/api/dlq?topic=other"); code != 200 || len(decode[DeadLetterList](t, body).Entries) != 0 {
+		t.Fatalf("topic filter: %d %s", code, body)
+	}
+	if code, _ := call(t, h, "GET", "/api/dlq?limit=many"); code != 400 {
+		t.Fatalf("bad limit: %d", code)
+	}
+
+	// A dry run sends nothing.
+	requests := srv.Requests()
+	code, body := call(t, h, "POST", "/api/dlq/replay?dry_run=true")
+	dry := decode[ReplayResult](t, body)
+	if code != 200 || dry.Matched != 10 || dry.Delivered != 0 || dry.ByType["strict_dynamic_mapping_exception"] != 10 || srv.Requests() != requests {
+		t.Fatalf("dry run: %d %s", code, body)
+	}
+	// Replaying before the fix keeps the entries, with one more attempt.
+	code, body = call(t, h, "POST", "/api/dlq/replay?reason=strict_dynamic")
+	if res := decode[ReplayResult](t, body); code != 200 || res.DeadLettered != 10 || res.Delivered != 0 {
+		t.Fatalf("replay before the fix: %d %s", code, body)
+	}
+	if page := decode[DeadLetterList](t, func() string { _, b := call(t, h, "GET", "/api/dlq"); return b }()); len(page.Entries) != 10 || page.Entries[0].Attempts != 2 {
+		t.Fatalf("after a failed replay: %+v", page.Entries[0])
+	}
+	broken.Store(false) // the mapping is relaxed
+	code, body = call(t, h, "POST", "/api/dlq/replay")
+	if res := decode[ReplayResult](t, body); code != 200 || res.Delivered != 10 || res.DeadLettered != 0 || !res.Done {
+		t.Fatalf("replay: %d %s", code, body)
+	}
+	if n := len(srv.Docs(a.cfg.Elasticsearch.Index)); n != 20 || a.buf.Stats().DeadLetters != 0 {
+		t.Fatalf("after replay: %d documents, %d dead letters", n, a.buf.Stats().DeadLetters)
+	}
+	if got := counterValue(a.metrics.replayed.WithLabelValues("delivered")); got != 10 {
+		t.Fatalf("replayed metric = %v", got)
+	}
+
+	// Purge needs to be told what.
+	if code, _ := call(t, h, "POST", "/api/dlq/purge"); code != 400 {
+		t.Fatalf("purge without a filter: %d", code)
+	}
+	broken.Store(true)
+	for i := 20; i < 24; i++ {
+		a.buf.Append(context.Background(), &shipper.Record{Topic: "t", Offset: int64(i), Value: []byte(`{}`)})
+	}
+	call(t, h, "POST", "/api/flush?wait=10s")
+	code, body = call(t, h, "POST", "/api/dlq/purge?all=true")
+	if res := decode[PurgeResult](t, body); code != 200 || res.Purged != 2 || a.buf.Stats().DeadLetters != 0 {
+		t.Fatalf("purge: %d %s", code, body)
+	}
+}
+
+// While Elasticsearch refuses every request with 401, health says so and
+// nothing is dead-lettered.
+func TestAPIHealthWhileHeld(t *testing.T) {
+	a, srv := newTestAgent(t)
+	a.deliver.initial, a.deliver.maxWait = time.Millisecond, 10*time.Millisecond
+	h := a.handler()
+	srv.OnRequest(func(int) (int, string) { return 401, "" })
+	a.buf.Append(context.Background(), &shipper.Record{Topic: "t", Value: []byte("x")})
+	a.buf.Flush(context.Background())
+	runDeliveries(t, a)
+	waitState(t, "delivery held", func() bool { return a.deliver.held() != nil })
+	code, body := call(t, h, "GET", "/api/health")
+	health := decode[Health](t, body)
+	if code != 503 || health.Status != "held" || !strings.Contains(health.Held.Reason, "401") {
+		t.Fatalf("health: %d %s", code, body)
+	}
+	st := decode[Status](t, func() string { _, b := call(t, h, "GET", "/api/status"); return b }())
+	if st.Output.Held == nil || st.Output.DeadLettered != 0 || st.Buffer.DeadLetters != 0 || st.Buffer.DiskRecords != 1 {
+		t.Fatalf("status: %+v", st.Output)
+	}
+	if code, body := call(t, h, "POST", "/api/flush?wait=100ms"); code != 202 || !strings.Contains(body, "delivery is held") {
+		t.Fatalf("flush while held: %d %s", code, body)
+	}
+	srv.OnRequest(nil)
+	a.deliver.retryNow()
+	waitState(t, "delivery resumed", func() bool { return a.deliver.held() == nil })
+	if code, _ := call(t, h, "GET", "/api/health"); code != 200 {
+		t.Fatalf("health after the fix: %d", code)
 	}
 }

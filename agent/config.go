@@ -31,6 +31,9 @@ type Config struct {
 	Kafka         kafka.Config         `hcl:"kafka,block"`
 	Buffer        buffer.Config        `hcl:"buffer,block"`
 	Elasticsearch elasticsearch.Config `hcl:"elasticsearch,block"`
+	// DeadLetter configures the dead-letter store (in the buffer's
+	// directory): records Elasticsearch can never accept as they are.
+	DeadLetter buffer.DeadLetterConfig `hcl:"dead_letter,block"`
 }
 
 // LogConfig configures the agent's own logs (on stderr).
@@ -59,6 +62,7 @@ func DefaultConfig() Config {
 		Kafka:           kafka.DefaultConfig(),
 		Buffer:          buffer.DefaultConfig(),
 		Elasticsearch:   elasticsearch.DefaultConfig(),
+		DeadLetter:      buffer.DefaultDeadLetterConfig(),
 	}
 }
 
@@ -67,6 +71,7 @@ func (c *Config) resolve() {
 	if c.Buffer.Dir == "" && c.DataDir != "" {
 		c.Buffer.Dir = filepath.Join(c.DataDir, "buffer")
 	}
+	c.Buffer.DeadLetter = c.DeadLetter
 }
 
 // Validate reports every invalid setting, each with its path in the file.
@@ -90,7 +95,8 @@ func (c Config) Validate() error {
 	errs = append(errs,
 		hcldecode.Nest("kafka", c.Kafka.Validate()),
 		hcldecode.Nest("buffer", c.Buffer.Validate()),
-		hcldecode.Nest("elasticsearch", c.Elasticsearch.Validate()))
+		hcldecode.Nest("elasticsearch", c.Elasticsearch.Validate()),
+		hcldecode.Nest("dead_letter", c.DeadLetter.Validate(c.Buffer.DiskLimit)))
 	return errors.Join(errs...)
 }
 
@@ -148,11 +154,12 @@ func NewLogger(c LogConfig, w *os.File) *slog.Logger {
 
 // MemoryOverhead is the memory the agent uses beyond buffer.memory_limit:
 // 48 MiB for the Go runtime, libraries and Kafka fetch buffers, badger's
-// memtables (which grow with memory_limit), and two chunks' worth per
-// delivery worker (its bulk request body and the copies made building it).
+// memtables (which grow with memory_limit), two chunks' worth per delivery
+// worker (its bulk request body and the copies made building it), and one
+// page of a dead-letter replay (4 MiB of values, with its bulk bodies).
 // docs/benchmarks.md measures it under a 2 GiB backlog.
 func (c Config) MemoryOverhead() int64 {
-	return 48<<20 + c.Buffer.StoreMemory() + int64(c.Elasticsearch.Workers)*2*int64(c.Buffer.ChunkSize)
+	return 48<<20 + c.Buffer.StoreMemory() + int64(c.Elasticsearch.Workers)*2*int64(c.Buffer.ChunkSize) + 2*replayPageBytes
 }
 
 // SoftMemoryLimit is the Go runtime's soft memory limit for this

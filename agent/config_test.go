@@ -126,12 +126,13 @@ elasticsearch {
 
 func TestMemoryOverhead(t *testing.T) {
 	cfg := DefaultConfig()
-	// 48 MiB + two 4 MiB memtables (64 MiB / 16) + 2 workers × 2 × 4 MiB chunks
-	if got := cfg.MemoryOverhead(); got != 72<<20 {
-		t.Fatalf("overhead at 64MiB = %d MiB, want 72", got>>20)
+	// 48 MiB + two 4 MiB memtables (64 MiB / 16) + 2 workers × 2 × 4 MiB
+	// chunks + 2 × 4 MiB for a dead-letter replay page
+	if got := cfg.MemoryOverhead(); got != 80<<20 {
+		t.Fatalf("overhead at 64MiB = %d MiB, want 80", got>>20)
 	}
 	cfg.Buffer.MemoryLimit = 256 << 20 // memtables grow to 16 MiB each
-	if got := cfg.MemoryOverhead(); got != 96<<20 || cfg.SoftMemoryLimit() != (256+96)<<20 {
+	if got := cfg.MemoryOverhead(); got != 104<<20 || cfg.SoftMemoryLimit() != (256+104)<<20 {
 		t.Fatalf("overhead at 256MiB = %d MiB, soft limit %d MiB", got>>20, cfg.SoftMemoryLimit()>>20)
 	}
 }

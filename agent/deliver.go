@@ -3,9 +3,11 @@ package agent
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/shipper-agent/shipper"
@@ -16,7 +18,7 @@ import (
 // chunkSource is the part of the buffer the delivery loop uses.
 type chunkSource interface {
 	Next(ctx context.Context) (*buffer.Chunk, error)
-	Ack(c *buffer.Chunk, dead []buffer.DeadLetter) error
+	Ack(ctx context.Context, c *buffer.Chunk, dead []buffer.DeadLetter) error
 	Release(c *buffer.Chunk)
 }
 
@@ -25,27 +27,52 @@ type sender interface {
 	Send(ctx context.Context, recs []*shipper.Record) ([]es.ItemResult, error)
 }
 
-// deliverer moves chunks from the buffer to the output. It owns retries:
-// a chunk is retried, only its undelivered documents, with jittered
-// exponential backoff until every document is indexed or dead-lettered.
+// deliverer moves chunks from the buffer to the output. It owns retries and
+// decides when a document's outcome is final (docs/architecture.md has the
+// table):
+//
+//   - delivered or skipped: done;
+//   - dead letter: done, stored with every reason seen when the chunk is
+//     acknowledged;
+//   - retry: sent again with jittered exponential backoff, for ever, except
+//     that a document failing with its own error (a Counted retry) is
+//     dead-lettered after max_item_attempts such answers;
+//   - hold: the cluster or the credentials are wrong: sent again every
+//     retry_max_backoff until the operator fixes it; the agent reports it
+//     on /api/health and /api/status; nothing is dead-lettered or committed.
+//
 // Each worker holds one chunk at a time, so the number of chunks in memory
 // and of bulk requests in flight is bounded by the number of workers, and a
-// retry replaces a send rather than adding one.
+// retry replaces a send rather than adding one. Counters move once per
+// document, when its chunk is acknowledged.
 type deliverer struct {
-	src     chunkSource
-	out     sender
-	log     *slog.Logger
-	m       *metrics
-	initial time.Duration
-	maxWait time.Duration
+	src         chunkSource
+	out         sender
+	log         *slog.Logger
+	m           *metrics
+	initial     time.Duration
+	maxWait     time.Duration
+	maxAttempts int
 
-	mu   sync.Mutex
-	kick chan struct{} // closed to cut every backoff short
+	mu    sync.Mutex
+	kick  chan struct{}           // closed to cut every backoff short
+	holds map[*holdState]struct{} // deliveries held now, one per worker at most
+
+	// backingOff counts workers waiting in a backoff (tests wait for it).
+	backingOff atomic.Int32
+}
+
+// holdState is one delivery held by a hold outcome.
+type holdState struct {
+	reason    string
+	since     time.Time
+	documents int
 }
 
 func newDeliverer(src chunkSource, out sender, cfg es.Config, log *slog.Logger, m *metrics) *deliverer {
 	return &deliverer{src: src, out: out, log: log, m: m,
-		initial: cfg.RetryInitialBackoff, maxWait: cfg.RetryMaxBackoff, kick: make(chan struct{})}
+		initial: cfg.RetryInitialBackoff, maxWait: cfg.RetryMaxBackoff, maxAttempts: cfg.MaxItemAttempts,
+		kick: make(chan struct{}), holds: map[*holdState]struct{}{}}
 }
 
 // retryNow wakes workers waiting in a backoff (an operator's flush).
@@ -60,6 +87,56 @@ func (d *deliverer) kicked() <-chan struct{} {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.kick
+}
+
+// HoldStatus says why delivery is held, if it is.
+type HoldStatus struct {
+	Reason string    `json:"reason"`
+	Since  time.Time `json:"since"`
+	// Documents is the number of documents held.
+	Documents int `json:"documents"`
+}
+
+// held returns the oldest hold, or nil when nothing is held.
+func (d *deliverer) held() *HoldStatus {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var out *HoldStatus
+	docs := 0
+	for h := range d.holds {
+		docs += h.documents
+		if out == nil || h.since.Before(out.Since) {
+			out = &HoldStatus{Reason: h.reason, Since: h.since}
+		}
+	}
+	if out != nil {
+		out.Documents = docs
+	}
+	return out
+}
+
+// setHold records (reason != "") or clears the hold of one delivery,
+// logging when delivery becomes held and when it resumes.
+func (d *deliverer) setHold(h *holdState, reason string, documents int) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	_, was := d.holds[h]
+	switch {
+	case reason != "" && !was:
+		h.reason, h.since, h.documents = reason, time.Now(), documents
+		d.holds[h] = struct{}{}
+		if len(d.holds) == 1 {
+			d.log.Error("delivery held: Elasticsearch refuses documents for a reason that is not theirs; "+
+				"nothing is dead-lettered or committed until it is fixed", "reason", reason, "documents", documents)
+		}
+	case reason != "":
+		h.reason, h.documents = reason, documents
+	case was:
+		delete(d.holds, h)
+		if len(d.holds) == 0 {
+			d.log.Info("delivery resumed", "held_for", time.Since(h.since).Round(time.Millisecond).String())
+		}
+	}
 }
 
 // run delivers chunks until ctx ends. A chunk it holds then is released
@@ -81,41 +158,113 @@ func (d *deliverer) run(ctx context.Context) {
 	}
 }
 
+// item is one document being delivered and what became of it so far.
+type item struct {
+	rec *shipper.Record
+	// final is the outcome once decided: Delivered, Skipped or DeadLetter;
+	// Pending until then.
+	final     es.Outcome
+	duplicate bool
+	// attempts counts answers about the document; failures those that
+	// count toward max_item_attempts.
+	attempts int
+	failures int
+	typ      string
+	reasons  []string
+}
+
 func (d *deliverer) deliver(ctx context.Context, c *buffer.Chunk) {
-	pending := make([]*shipper.Record, len(c.Records))
+	items := make([]item, len(c.Records))
 	for i := range c.Records {
-		pending[i] = &c.Records[i]
+		items[i].rec = &c.Records[i]
+	}
+	if !d.deliverItems(ctx, fmt.Sprintf("chunk %d", c.Seq), items) {
+		d.src.Release(c)
+		return
 	}
 	var dead []buffer.DeadLetter
+	for i := range items {
+		if it := &items[i]; it.final == es.DeadLetter {
+			dead = append(dead, buffer.DeadLetter{Record: *it.rec, Type: it.typ, Reasons: it.reasons, Attempts: it.attempts})
+		}
+	}
+	if err := d.src.Ack(ctx, c, dead); err != nil {
+		// Nothing is lost: the chunk is sent again later and its
+		// documents are found already indexed.
+		if ctx.Err() == nil {
+			d.log.Error("ack chunk", "seq", c.Seq, "err", err)
+		}
+		d.src.Release(c)
+		d.sleep(ctx, d.initial)
+		return
+	}
+	d.m.final(items)
+	if len(dead) > 0 {
+		// One line per chunk, not per document: a mapping error can
+		// reject thousands at once.
+		first := dead[0]
+		d.log.Warn("documents dead-lettered", "seq", c.Seq, "documents", len(dead), "first_id", first.Record.DocumentID(),
+			"type", first.Type, "reason", first.Reasons[0])
+	}
+}
+
+// deliverItems sends the items until every one has a final outcome, and
+// reports true; or until ctx ends, and reports false.
+func (d *deliverer) deliverItems(ctx context.Context, what string, items []item) bool {
+	pending := make([]int, len(items))
+	for i := range items {
+		pending[i] = i
+	}
+	recs := make([]*shipper.Record, 0, len(items))
+	hold := &holdState{}
+	defer d.setHold(hold, "", 0)
 	for attempt := 0; ; attempt++ {
-		results, err := d.out.Send(ctx, pending)
+		recs = recs[:0]
+		for _, i := range pending {
+			recs = append(recs, items[i].rec)
+		}
+		results, err := d.out.Send(ctx, recs)
 		d.m.sendAttempt(err)
-		retry := pending[:0:0]
-		for i, r := range results {
+		next := pending[:0]
+		var heldReason, retryReason string
+		for j, r := range results {
+			it := &items[pending[j]]
+			if r.Outcome != es.Pending {
+				it.attempts++
+			}
 			switch r.Outcome {
 			case es.Delivered:
-				d.m.documents(r.Status)
-			case es.Rejected:
-				d.m.deadLettered.Inc()
-				dead = append(dead, buffer.DeadLetter{Record: *pending[i], Reason: r.Reason})
+				it.final, it.duplicate = es.Delivered, r.Duplicate
+			case es.Skipped:
+				it.final = es.Skipped
+			case es.DeadLetter:
+				it.final, it.typ, it.reasons = es.DeadLetter, r.Type, buffer.AddReason(it.reasons, r.Reason)
 			case es.Retry:
-				retry = append(retry, pending[i])
+				retryReason = r.Reason
+				if r.Counted {
+					it.failures++
+					it.typ, it.reasons = r.Type, buffer.AddReason(it.reasons, r.Reason)
+					if it.failures >= d.maxAttempts {
+						it.final = es.DeadLetter
+						it.reasons = buffer.AddReason(it.reasons,
+							fmt.Sprintf("gave up after %d attempts (elasticsearch.max_item_attempts)", it.failures))
+						continue
+					}
+				}
+				next = append(next, pending[j])
+			case es.Hold:
+				heldReason = r.Reason
+				next = append(next, pending[j])
+			default: // Pending: no answer about it
+				next = append(next, pending[j])
 			}
 		}
-		pending = retry
+		pending = next
 		if len(pending) == 0 {
-			if err := d.src.Ack(c, dead); err != nil {
-				// Nothing is lost: the chunk is sent again later and
-				// its documents are found already indexed.
-				d.log.Error("ack chunk", "seq", c.Seq, "err", err)
-				d.src.Release(c)
-				d.sleep(ctx, d.initial)
-			}
-			return
+			return true
 		}
 		if ctx.Err() != nil {
-			d.src.Release(c)
-			return
+			return false
 		}
 		d.m.retries.Add(float64(len(pending)))
 		wait := backoff(d.initial, d.maxWait, attempt)
@@ -123,34 +272,37 @@ func (d *deliverer) deliver(ctx context.Context, c *buffer.Chunk) {
 		if errors.As(err, &reqErr) && reqErr.RetryAfter > wait {
 			wait = min(reqErr.RetryAfter, d.maxWait)
 		}
-		if err != nil {
-			d.log.Warn("bulk request failed; retrying", "seq", c.Seq, "documents", len(pending), "attempt", attempt+1, "backoff", wait, "err", err)
+		if heldReason != "" {
+			// Retrying sooner cannot help: the operator must act. A
+			// flush cuts the wait short.
+			wait = d.maxWait
+			d.setHold(hold, heldReason, len(pending))
 		} else {
-			d.log.Warn("documents rejected for now; retrying them", "seq", c.Seq, "documents", len(pending), "attempt", attempt+1, "backoff", wait, "reason", pending0Reason(results))
+			d.setHold(hold, "", 0)
+			if err != nil {
+				d.log.Warn("bulk request failed; retrying", "what", what, "documents", len(pending),
+					"attempt", attempt+1, "backoff", wait.String(), "err", err)
+			} else {
+				d.log.Warn("documents rejected for now; retrying them", "what", what, "documents", len(pending),
+					"attempt", attempt+1, "backoff", wait.String(), "reason", retryReason)
+			}
 		}
 		if !d.sleep(ctx, wait) {
-			d.src.Release(c)
-			return
+			return false
 		}
 	}
-}
-
-func pending0Reason(results []es.ItemResult) string {
-	for _, r := range results {
-		if r.Outcome == es.Retry {
-			return r.Reason
-		}
-	}
-	return ""
 }
 
 // sleep waits for the duration, a kick or ctx; it reports false when ctx ended.
 func (d *deliverer) sleep(ctx context.Context, wait time.Duration) bool {
+	kick := d.kicked() // before counting, so a kick seen by a waiter of the count wakes this
+	d.backingOff.Add(1)
+	defer d.backingOff.Add(-1)
 	t := time.NewTimer(wait)
 	defer t.Stop()
 	select {
 	case <-t.C:
-	case <-d.kicked():
+	case <-kick:
 	case <-ctx.Done():
 		return false
 	}

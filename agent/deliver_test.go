@@ -2,10 +2,12 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -41,12 +43,38 @@ func newFixture(t *testing.T) *fixture {
 	ec.Index = "logs"
 	ec.RetryInitialBackoff = 5 * time.Millisecond
 	ec.RetryMaxBackoff = 20 * time.Millisecond
+	ec.MaxItemAttempts = 3
 	out, err := es.New(ec, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := newMetrics(func() float64 { return 0 }, buf.Stats)
-	return &fixture{buf: buf, srv: srv, m: m, d: newDeliverer(buf, out, ec, slog.New(slog.DiscardHandler), m)}
+	f := &fixture{buf: buf, srv: srv}
+	f.m = newMetrics(func() float64 { return 0 }, buf.Stats, func() *HoldStatus { return f.d.held() })
+	f.d = newDeliverer(buf, out, ec, slog.New(slog.DiscardHandler), f.m)
+	return f
+}
+
+// deadLetters lists the whole dead-letter store.
+func (f *fixture) deadLetters(t *testing.T) []buffer.DeadLetter {
+	t.Helper()
+	page, err := f.buf.DeadLetters().List(buffer.DeadLetterQuery{Limit: 10_000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return page.Entries
+}
+
+// waitState polls cond, a question about the fixture's state, never about
+// elapsed time, until it holds; the deadline only bounds a broken test.
+func waitState(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
 }
 
 func (f *fixture) appendRecords(t *testing.T, n int) {
@@ -57,7 +85,9 @@ func (f *fixture) appendRecords(t *testing.T, n int) {
 			t.Fatal(err)
 		}
 	}
-	f.buf.Flush(context.Background())
+	if _, err := f.buf.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // run starts n workers and returns a function that stops them and waits.
@@ -75,7 +105,8 @@ func (f *fixture) waitEmpty(t *testing.T) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := f.buf.WaitDelivered(ctx, f.buf.Flush(ctx)); err != nil {
+	seq, _ := f.buf.Flush(ctx)
+	if err := f.buf.WaitDelivered(ctx, seq); err != nil {
 		t.Fatalf("buffer not drained: %v; %+v", err, f.buf.Stats())
 	}
 }
@@ -150,11 +181,14 @@ func TestDeliverDeadLettersRejectedDocuments(t *testing.T) {
 	if n := len(f.srv.Docs("logs")); n != 19 {
 		t.Fatalf("%d documents, want 19", n)
 	}
-	var dead []buffer.DeadLetter
-	f.buf.DeadLetters(func(d buffer.DeadLetter) error { dead = append(dead, d); return nil })
-	if len(dead) != 1 || dead[0].Record.Offset != 7 || !strings.Contains(dead[0].Reason, "mapper_parsing_exception") ||
+	dead := f.deadLetters(t)
+	if len(dead) != 1 || dead[0].Record.Offset != 7 || dead[0].Type != "mapper_parsing_exception" ||
+		!strings.Contains(dead[0].Reasons[0], "mapper_parsing_exception") || dead[0].Attempts != 1 ||
 		string(dead[0].Record.Value) != `{"n":7}` {
 		t.Fatalf("dead letters = %+v", dead)
+	}
+	if got := counterValue(f.m.deadLettered); got != 1 {
+		t.Fatalf("dead_lettered metric = %v", got)
 	}
 }
 
@@ -213,13 +247,10 @@ func TestRetryNowCutsBackoff(t *testing.T) {
 	f.appendRecords(t, 10)
 	stop := f.run(1)
 	defer stop()
-	for f.srv.Requests() < 1 {
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitState(t, "the worker in its hour-long backoff", func() bool { return f.d.backingOff.Load() == 1 })
 	mu.Lock()
 	fail = false
 	mu.Unlock()
-	time.Sleep(20 * time.Millisecond) // the worker is in its hour-long backoff
 	f.d.retryNow()
 	f.waitEmpty(t)
 }
@@ -231,5 +262,189 @@ func TestBackoff(t *testing.T) {
 		if d < ceiling/2 || d > ceiling {
 			t.Fatalf("attempt %d: %s outside [%s, %s]", attempt, d, ceiling/2, ceiling)
 		}
+	}
+}
+
+// A chunk whose documents are all rejected: every one is dead-lettered and
+// counted once, even when the chunk is sent again because its first
+// acknowledgement failed. Before, 1,000 dead letters outgrew one badger
+// transaction and the chunk was re-sent, and re-counted, for ever.
+func TestDeliverManyRejectedCountedOnce(t *testing.T) {
+	f := newFixture(t)
+	f.srv.OnItem(func(id string, _ []byte) (int, string) {
+		var off int
+		fmt.Sscanf(id, "t-0-%d", &off)
+		if off%5 != 0 {
+			return 400, "strict_dynamic_mapping_exception"
+		}
+		return 0, ""
+	})
+	flaky := &failFirstAck{chunkSource: f.buf}
+	f.d.src = flaky
+	// Big enough chunks that each holds hundreds of documents.
+	for i := range 1000 {
+		r := shipper.Record{Topic: "t", Offset: int64(i), Value: fmt.Appendf(nil, `{"n":%d,"pad":"%0500d"}`, i, 0), Time: time.Now()}
+		if err := f.buf.Append(context.Background(), &r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.buf.Flush(context.Background())
+	stop := f.run(2)
+	defer stop()
+	f.waitEmpty(t)
+	if !flaky.failed.Load() {
+		t.Fatal("no acknowledgement failed: the test proved nothing")
+	}
+	if n := len(f.srv.Docs("logs")); n != 200 {
+		t.Fatalf("%d documents indexed, want 200", n)
+	}
+	if dead := f.deadLetters(t); len(dead) != 800 {
+		t.Fatalf("%d dead letters stored, want 800", len(dead))
+	}
+	indexed, dup, dead := counterValue(f.m.indexed), counterValue(f.m.duplicates), counterValue(f.m.deadLettered)
+	if dead != 800 || indexed+dup != 200 {
+		t.Fatalf("metrics: indexed %v + duplicates %v, want 200; dead_lettered %v, want 800", indexed, dup, dead)
+	}
+	if got := counterValue(f.m.deadByType.WithLabelValues("strict_dynamic_mapping_exception")); got != 800 {
+		t.Fatalf("dead letters by reason = %v, want 800", got)
+	}
+}
+
+// failFirstAck fails the first acknowledgement, as a full disk would.
+type failFirstAck struct {
+	chunkSource
+	failed atomic.Bool
+}
+
+func (s *failFirstAck) Ack(ctx context.Context, c *buffer.Chunk, dead []buffer.DeadLetter) error {
+	if s.failed.CompareAndSwap(false, true) {
+		return errors.New("injected: ack failed")
+	}
+	return s.chunkSource.Ack(ctx, c, dead)
+}
+
+// A document Elasticsearch answers with 500 every time is dead-lettered
+// after max_item_attempts with every reason seen; the others are indexed.
+// Before, it was retried for ever and held its chunk.
+func TestDeliverRepeated500DeadLettered(t *testing.T) {
+	f := newFixture(t)
+	var mu sync.Mutex
+	sent := 0
+	f.srv.OnItem(func(id string, _ []byte) (int, string) {
+		if id != "t-0-3" {
+			return 0, ""
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		sent++
+		if sent == 1 {
+			return 500, "null_pointer_exception"
+		}
+		return 500, "illegal_state_exception"
+	})
+	f.appendRecords(t, 10)
+	stop := f.run(1)
+	defer stop()
+	f.waitEmpty(t)
+	dead := f.deadLetters(t)
+	if len(dead) != 1 || dead[0].Record.Offset != 3 || dead[0].Attempts != 3 || sent != 3 {
+		t.Fatalf("dead letters = %+v (sent %d times)", dead, sent)
+	}
+	reasons := strings.Join(dead[0].Reasons, " | ")
+	for _, want := range []string{"null_pointer_exception", "illegal_state_exception", "gave up after 3 attempts"} {
+		if !strings.Contains(reasons, want) {
+			t.Fatalf("reasons %q lack %q", reasons, want)
+		}
+	}
+	if n := len(f.srv.Docs("logs")); n != 9 {
+		t.Fatalf("%d documents, want 9", n)
+	}
+}
+
+// 503 and 429 answers for a document are the cluster's state, not the
+// document's: they never count toward max_item_attempts.
+func TestDeliverUnavailableShardsRetriedForever(t *testing.T) {
+	f := newFixture(t)
+	var mu sync.Mutex
+	sent := 0
+	f.srv.OnItem(func(id string, _ []byte) (int, string) {
+		mu.Lock()
+		defer mu.Unlock()
+		if sent++; sent <= 10 {
+			return 503, "unavailable_shards_exception"
+		}
+		return 0, ""
+	})
+	f.appendRecords(t, 1)
+	stop := f.run(1)
+	defer stop()
+	f.waitEmpty(t)
+	if len(f.deadLetters(t)) != 0 || len(f.srv.Docs("logs")) != 1 {
+		t.Fatalf("a document answered 503 was dead-lettered (%d) or not indexed", len(f.deadLetters(t)))
+	}
+}
+
+// Answers that mean the cluster or the credentials are wrong hold the
+// documents: nothing is dead-lettered or acknowledged, the agent says why,
+// and everything is delivered once the operator fixes it.
+func TestDeliverHolds(t *testing.T) {
+	cases := []struct {
+		name   string
+		setup  func(*estest.Server, *atomic.Bool)
+		reason string
+	}{
+		{"401 wrong password", func(s *estest.Server, broken *atomic.Bool) {
+			s.OnRequest(func(int) (int, string) {
+				if broken.Load() {
+					return 401, ""
+				}
+				return 0, ""
+			})
+		}, "401"},
+		{"write block", func(s *estest.Server, broken *atomic.Bool) {
+			s.OnItem(func(string, []byte) (int, string) {
+				if broken.Load() {
+					return 403, "cluster_block_exception"
+				}
+				return 0, ""
+			})
+		}, "cluster_block_exception"},
+		{"index missing, auto-create off", func(s *estest.Server, broken *atomic.Bool) {
+			s.OnItem(func(string, []byte) (int, string) {
+				if broken.Load() {
+					return 404, "index_not_found_exception"
+				}
+				return 0, ""
+			})
+		}, "index_not_found_exception"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			f := newFixture(t)
+			var broken atomic.Bool
+			broken.Store(true)
+			c.setup(f.srv, &broken)
+			f.appendRecords(t, 20)
+			stop := f.run(1)
+			defer stop()
+			waitState(t, "delivery held", func() bool { return f.d.held() != nil })
+			h := f.d.held()
+			if !strings.Contains(h.Reason, c.reason) || h.Documents != 20 {
+				t.Fatalf("held = %+v", h)
+			}
+			waitState(t, "a few more attempts", func() bool { return f.srv.Requests() >= 3 })
+			if s := f.buf.Stats(); s.DeadLetters != 0 || s.DiskRecords != 20 || counterValue(f.m.deadLettered) != 0 {
+				t.Fatalf("while held: %+v", s)
+			}
+			if wm := f.buf.Watermarks()[shipper.TopicPartition{Topic: "t"}]; wm != 0 {
+				t.Fatalf("watermark %d moved while held", wm)
+			}
+			broken.Store(false) // the operator fixes it, then flushes
+			f.d.retryNow()
+			f.waitEmpty(t)
+			if n := len(f.srv.Docs("logs")); n != 20 || f.d.held() != nil {
+				t.Fatalf("after the fix: %d documents, held %+v", n, f.d.held())
+			}
+		})
 	}
 }

@@ -1,46 +1,71 @@
 package agent
 
 import (
+	"sync"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/shipper-agent/shipper/buffer"
+	es "github.com/shipper-agent/shipper/outputs/elasticsearch"
 )
 
 // metrics are the agent's Prometheus metrics, on a registry of its own (no
-// global state: two agents in one process do not collide).
+// global state: two agents in one process do not collide). Document
+// counters move once per document, when its outcome is final (its chunk
+// acknowledged), never per attempt.
 type metrics struct {
 	reg          *prometheus.Registry
 	indexed      prometheus.Counter
 	duplicates   prometheus.Counter
+	skipped      prometheus.Counter
 	deadLettered prometheus.Counter
+	deadByType   *prometheus.CounterVec
 	retries      prometheus.Counter
 	sendOK       prometheus.Counter
 	sendFailed   prometheus.Counter
+	replayed     *prometheus.CounterVec
+
+	mu      sync.Mutex
+	reasons map[string]bool // reason label values in use
 }
 
-func newMetrics(consumed func() float64, stats func() buffer.Stats) *metrics {
+// maxReasonLabels bounds the reason label's values: error types come from
+// Elasticsearch, a set shipper does not control.
+const maxReasonLabels = 50
+
+func newMetrics(consumed func() float64, stats func() buffer.Stats, held func() *HoldStatus) *metrics {
 	reg := prometheus.NewRegistry()
 	docs := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "shipper_output_documents_total",
-		Help: "Documents by outcome: indexed, duplicate (already indexed: a replay), dead_lettered.",
+		Help: "Documents by final outcome, once each: indexed, duplicate (already indexed: a replay), skipped (tombstones), dead_lettered.",
 	}, []string{"outcome"})
 	bulk := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "shipper_output_send_attempts_total",
-		Help: "Attempts to send a chunk's pending documents (one or more bulk requests), by result: ok (per-document outcomes came back) or error (the attempt failed as a whole).",
+		Help: "Attempts to send a chunk's pending documents (one or more bulk requests), by result: ok (per-document outcomes came back) or error (a request failed as a whole).",
 	}, []string{"result"})
 	m := &metrics{
 		reg:          reg,
+		reasons:      map[string]bool{},
 		indexed:      docs.WithLabelValues("indexed"),
 		duplicates:   docs.WithLabelValues("duplicate"),
+		skipped:      docs.WithLabelValues("skipped"),
 		deadLettered: docs.WithLabelValues("dead_lettered"),
+		deadByType: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shipper_deadletter_documents_total",
+			Help: "Documents stored in the dead-letter store, by reason: Elasticsearch's error type or shipper's code (request_too_large, invalid_utf8, tombstone); \"other\" past 50 distinct reasons.",
+		}, []string{"reason"}),
 		retries: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "shipper_output_document_retries_total",
-			Help: "Documents scheduled to be sent again after a failed attempt.",
+			Help: "Documents scheduled to be sent again after an attempt that did not settle them.",
 		}),
 		sendOK:     bulk.WithLabelValues("ok"),
 		sendFailed: bulk.WithLabelValues("error"),
+		replayed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shipper_deadletter_replayed_total",
+			Help: "Dead letters re-sent by a replay, by result: delivered (removed from the store) or dead_lettered (kept, with the new reason).",
+		}, []string{"result"}),
 	}
 	gauge := func(name, help string, f func(buffer.Stats) float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 { return f(stats()) })
@@ -48,22 +73,32 @@ func newMetrics(consumed func() float64, stats func() buffer.Stats) *metrics {
 	counter := func(name, help string, f func(buffer.Stats) float64) prometheus.Collector {
 		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, func() float64 { return f(stats()) })
 	}
-	reg.MustRegister(docs, bulk, m.retries,
+	reg.MustRegister(docs, bulk, m.retries, m.deadByType, m.replayed,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "shipper_input_records_total", Help: "Records consumed from Kafka and appended to the buffer.",
 		}, consumed),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "shipper_output_held_documents",
+			Help: "Documents held because Elasticsearch refuses them for a reason that is not theirs (401, 403, a write block, a missing index); /api/status says why. 0 when delivery is not held.",
+		}, func() float64 {
+			if h := held(); h != nil {
+				return float64(h.Documents)
+			}
+			return 0
+		}),
 		gauge("shipper_buffer_memory_bytes", "Chunk bytes held in memory (open, being written, loaded for delivery).", func(s buffer.Stats) float64 { return float64(s.MemoryBytes) }),
 		gauge("shipper_buffer_memory_limit_bytes", "Memory ceiling for chunk bytes.", func(s buffer.Stats) float64 { return float64(s.MemoryLimit) }),
 		gauge("shipper_buffer_memory_chunks", "Chunks held in memory.", func(s buffer.Stats) float64 { return float64(s.MemoryChunks) }),
 		gauge("shipper_buffer_disk_bytes", "Stored bytes of undelivered chunks.", func(s buffer.Stats) float64 { return float64(s.DiskBytes) }),
-		gauge("shipper_buffer_disk_usage_bytes", "Bytes the buffer directory occupies, deleted chunks not yet reclaimed included.", func(s buffer.Stats) float64 { return float64(s.DiskUsage) }),
+		gauge("shipper_buffer_disk_usage_bytes", "Bytes the buffer directory occupies, deleted chunks not yet reclaimed and the dead-letter store included.", func(s buffer.Stats) float64 { return float64(s.DiskUsage) }),
 		gauge("shipper_buffer_disk_limit_bytes", "Disk ceiling of the buffer.", func(s buffer.Stats) float64 { return float64(s.DiskLimit) }),
 		gauge("shipper_buffer_filesystem_free_bytes", "Free bytes on the buffer's filesystem.", func(s buffer.Stats) float64 { return float64(s.FilesystemFree) }),
 		gauge("shipper_buffer_disk_chunks", "Chunks stored on disk awaiting delivery.", func(s buffer.Stats) float64 { return float64(s.DiskChunks) }),
 		gauge("shipper_buffer_disk_records", "Records stored on disk awaiting delivery.", func(s buffer.Stats) float64 { return float64(s.DiskRecords) }),
 		gauge("shipper_buffer_open_records", "Records in the open chunk.", func(s buffer.Stats) float64 { return float64(s.OpenRecords) }),
+		gauge("shipper_buffer_sealed_records", "Records of the sealed chunk not yet written to disk.", func(s buffer.Stats) float64 { return float64(s.SealedRecords) }),
 		gauge("shipper_buffer_in_flight_chunks", "Chunks being delivered.", func(s buffer.Stats) float64 { return float64(s.InFlightChunks) }),
 		gauge("shipper_buffer_oldest_chunk_age_seconds", "Age of the oldest undelivered chunk; 0 when none.", func(s buffer.Stats) float64 { return s.OldestChunkSeconds }),
 		gauge("shipper_buffer_blocked", "1 while appends wait for memory or disk (the Kafka input is paused); /api/status says why.", func(s buffer.Stats) float64 {
@@ -76,7 +111,16 @@ func newMetrics(consumed func() float64, stats func() buffer.Stats) *metrics {
 		counter("shipper_buffer_gc_runs_total", "Value-log files rewritten or removed to reclaim deleted chunks.", func(s buffer.Stats) float64 { return float64(s.GCRuns) }),
 		counter("shipper_buffer_gc_reclaimed_bytes_total", "Disk bytes given back by value-log GC.", func(s buffer.Stats) float64 { return float64(s.GCReclaimed) }),
 		gauge("shipper_buffer_quarantined_chunks", "Corrupt chunks set aside.", func(s buffer.Stats) float64 { return float64(s.Quarantined) }),
-		gauge("shipper_deadletter_records", "Records in the dead-letter store.", func(s buffer.Stats) float64 { return float64(s.DeadLetters) }),
+		gauge("shipper_deadletter_records", "Records in the dead-letter store.", func(s buffer.Stats) float64 { return float64(s.DeadLetter.Entries) }),
+		gauge("shipper_deadletter_bytes", "Bytes the dead-letter store holds.", func(s buffer.Stats) float64 { return float64(s.DeadLetter.Bytes) }),
+		gauge("shipper_deadletter_max_bytes", "Size bound of the dead-letter store (dead_letter.max_bytes).", func(s buffer.Stats) float64 { return float64(s.DeadLetter.MaxBytes) }),
+		counter("shipper_deadletter_dropped_total", "Dead letters deleted to make room (dead_letter.when_full = \"drop_oldest\").", func(s buffer.Stats) float64 { return float64(s.DeadLetter.Dropped) }),
+		gauge("shipper_deadletter_blocked", "1 while new dead letters wait for room (dead_letter.when_full = \"block\").", func(s buffer.Stats) float64 {
+			if s.DeadLetter.Blocked != "" {
+				return 1
+			}
+			return 0
+		}),
 	)
 	return m
 }
@@ -89,12 +133,43 @@ func (m *metrics) sendAttempt(err error) {
 	}
 }
 
-func (m *metrics) documents(status int) {
-	if status == 409 {
-		m.duplicates.Inc()
-	} else {
-		m.indexed.Inc()
+// final counts the documents of an acknowledged chunk by final outcome.
+func (m *metrics) final(items []item) {
+	var indexed, dup, skipped int
+	for i := range items {
+		switch it := &items[i]; it.final {
+		case es.Delivered:
+			if it.duplicate {
+				dup++
+			} else {
+				indexed++
+			}
+		case es.Skipped:
+			skipped++
+		case es.DeadLetter:
+			m.deadLettered.Inc()
+			m.deadByType.WithLabelValues(m.reasonLabel(it.typ)).Inc()
+		}
 	}
+	m.indexed.Add(float64(indexed))
+	m.duplicates.Add(float64(dup))
+	m.skipped.Add(float64(skipped))
+}
+
+// reasonLabel bounds the label values of the per-reason counter.
+func (m *metrics) reasonLabel(typ string) string {
+	if typ == "" {
+		typ = "unknown"
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.reasons[typ] {
+		if len(m.reasons) >= maxReasonLabels {
+			return "other"
+		}
+		m.reasons[typ] = true
+	}
+	return typ
 }
 
 func counterValue(c prometheus.Counter) float64 {

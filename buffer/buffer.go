@@ -41,6 +41,9 @@ type Meta struct {
 	RawBytes int64         `json:"raw_bytes"`
 	Created  time.Time     `json:"created"`
 	Ranges   []OffsetRange `json:"ranges"`
+	// Pieces is the number of values the data is stored in (pieces.go);
+	// 0 in metadata written before chunks were split, meaning 1.
+	Pieces int `json:"pieces,omitempty"`
 }
 
 // Chunk is a stored chunk loaded for delivery. Its records alias its data:
@@ -51,17 +54,14 @@ type Chunk struct {
 	mem     int64
 }
 
-// DeadLetter is a record that can never be delivered, with the reason.
-type DeadLetter struct {
-	Record shipper.Record
-	Reason string
-}
-
 // Stats is a snapshot of the buffer's state.
 type Stats struct {
-	OpenRecords int   `json:"open_records"`
-	MemoryBytes int64 `json:"memory_bytes"`
-	MemoryLimit int64 `json:"memory_limit"`
+	OpenRecords int `json:"open_records"`
+	// SealedRecords are records of the sealed chunk not yet written to
+	// disk (the write is under way, or failing).
+	SealedRecords int   `json:"sealed_records"`
+	MemoryBytes   int64 `json:"memory_bytes"`
+	MemoryLimit   int64 `json:"memory_limit"`
 	// MemoryChunks counts chunks in memory: open, being written, loaded.
 	MemoryChunks int   `json:"memory_chunks"`
 	DiskChunks   int   `json:"disk_chunks"`
@@ -76,8 +76,11 @@ type Stats struct {
 	OldestChunkAge string `json:"oldest_chunk_age,omitempty"`
 	// OldestChunkSeconds is OldestChunkAge as a number, 0 when empty.
 	OldestChunkSeconds float64 `json:"oldest_chunk_seconds"`
-	DeadLetters        int64   `json:"dead_letters"`
-	Quarantined        int     `json:"quarantined"`
+	// DeadLetters is the number of entries in the dead-letter store;
+	// DeadLetter describes the store.
+	DeadLetters int64           `json:"dead_letters"`
+	DeadLetter  DeadLetterStats `json:"dead_letter"`
+	Quarantined int             `json:"quarantined"`
 	// Blocked says why appends are waiting, if they are.
 	Blocked string `json:"blocked,omitempty"`
 	// BlockedSeconds is the total wall time appends have spent waiting.
@@ -95,6 +98,15 @@ type entry struct {
 	inflight bool
 }
 
+// sealedChunk is a chunk taken out of the open slot, waiting for, or in,
+// its write to disk.
+type sealedChunk struct {
+	w    *chunkWriter
+	meta Meta   // its ranges pin the watermark until the chunk is stored
+	data []byte // the encoded value, once encoded
+	held int64  // memory it holds, counted in memUsed
+}
+
 // Buffer is a disk-backed chunk buffer: records are appended to an open chunk
 // in memory, chunks are sealed by size or age and written to badger, and
 // delivered in FIFO order until acknowledged. See doc.go for the lifecycle.
@@ -103,35 +115,34 @@ type Buffer struct {
 	db  *badger.DB
 	log *slog.Logger
 
-	// writeMu serialises sealing and writing, so chunks reach disk in
-	// sequence order and at most one sealed chunk waits in memory.
-	writeMu sync.Mutex
 	// dbWrites is held shared by every badger write and exclusively by GC's
 	// DropPrefix, during which badger rejects writes.
 	dbWrites sync.RWMutex
+	dlq      *DeadLetterStore
 
-	mu       sync.Mutex
-	changed  chan struct{} // closed and replaced on every state change
-	open     *chunkWriter
-	sealing  *Meta // chunk sealed but not yet durable
-	nextSeq  uint64
-	nextDead uint64
-	memUsed  int64
-	chunks   map[uint64]*entry
-	order    []uint64 // seqs of stored chunks, ascending
-	diskUsed int64
+	mu      sync.Mutex
+	changed chan struct{} // closed and replaced on every state change
+	open    *chunkWriter
+	// sealed is the one chunk between the open slot and the disk. Only
+	// the write loop writes it, so chunks reach disk in sequence order.
+	sealed    *sealedChunk
+	writeKick chan struct{} // wakes the write loop when a chunk is sealed
+	nextSeq   uint64
+	memUsed   int64
+	chunks    map[uint64]*entry
+	order     []uint64 // seqs of stored chunks, ascending
+	diskUsed  int64
 	// lastAppended is the offset of the latest record appended per partition.
 	lastAppended map[shipper.TopicPartition]int64
 	// quarantined are corrupt chunks set aside; those of this run also
 	// pin the watermark (see Watermarks).
 	quarantined    []Meta
 	quarantinedNow []Meta
-	deadLetters    int64
 	blocked        string        // why appends wait, "" when they do not
 	blockedSince   time.Time     // when appends started waiting
 	blockedTotal   time.Duration // wall time appends spent waiting, before blockedSince
 	ackBlocked     string        // why acknowledgements wait, "" when they do not
-	writeErr       error
+	writeErr       error         // the last chunk write's failure, nil once one succeeds
 	closed         bool
 
 	// Disk accounting refreshed by the maintenance loop.
@@ -154,7 +165,6 @@ type Buffer struct {
 var (
 	prefixChunk = []byte("c/")
 	prefixMeta  = []byte("m/")
-	prefixDead  = []byte("d/")
 	prefixQuar  = []byte("q/")
 )
 
@@ -168,6 +178,9 @@ func Open(cfg Config, log *slog.Logger) (*Buffer, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("buffer config: %w", err)
 	}
+	if err := cfg.DeadLetter.Validate(cfg.DiskLimit); err != nil {
+		return nil, fmt.Errorf("dead_letter config: %w", err)
+	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -179,6 +192,7 @@ func Open(cfg Config, log *slog.Logger) (*Buffer, error) {
 		cfg: cfg, db: db, log: log,
 		changed:      make(chan struct{}),
 		gcKick:       make(chan struct{}, 1),
+		writeKick:    make(chan struct{}, 1),
 		chunks:       make(map[uint64]*entry),
 		lastAppended: make(map[shipper.TopicPartition]int64),
 	}
@@ -188,9 +202,15 @@ func Open(cfg Config, log *slog.Logger) (*Buffer, error) {
 	}
 	b.nextSeq = max(b.nextSeq, 1) // 0 means "no chunk" to Flush and WaitDelivered
 	b.stop, b.closeStop = context.WithCancel(context.Background())
+	b.dlq, err = newDeadLetterStore(db, &b.dbWrites, cfg.DeadLetter, cfg.DiskLimit, log, b.stop)
+	if err != nil {
+		b.closeStop()
+		db.Close()
+		return nil, fmt.Errorf("open dead-letter store in %s: %w", cfg.Dir, err)
+	}
 	b.refreshDisk()
 	b.wg.Add(2)
-	go b.flushLoop()
+	go b.writeLoop()
 	go b.maintainLoop()
 	return b, nil
 }
@@ -266,6 +286,17 @@ func (b *Buffer) load() error {
 			}
 			return nil
 		})
+		// Dead letters are keyed by chunk sequence numbers: new chunks
+		// must not reuse one, or their dead letters would replace others.
+		dit := txn.NewIterator(badger.IteratorOptions{Prefix: prefixDead, Reverse: true})
+		defer dit.Close()
+		// Reverse iteration seeks to the largest key under the prefix.
+		dit.Seek(append(append([]byte(nil), prefixDead...), 0xff))
+		if dit.ValidForPrefix(prefixDead) {
+			if k := dit.Item().Key()[len(prefixDead):]; len(k) >= 8 {
+				b.nextSeq = max(b.nextSeq, binary.BigEndian.Uint64(k)+1)
+			}
+		}
 		// Reading resumes after the last stored record, except that a
 		// quarantined chunk's records must be read again from Kafka.
 		for _, m := range b.quarantined {
@@ -276,14 +307,6 @@ func (b *Buffer) load() error {
 				}
 			}
 		}
-		dit := txn.NewIterator(badger.IteratorOptions{Prefix: prefixDead, Reverse: true})
-		defer dit.Close()
-		// Reverse iteration seeks to the largest key under the prefix.
-		dit.Seek(append(append([]byte(nil), prefixDead...), 0xff))
-		if dit.ValidForPrefix(prefixDead) {
-			b.nextDead = binary.BigEndian.Uint64(dit.Item().Key()[len(prefixDead):]) + 1
-		}
-		b.deadLetters = countPrefix(txn, prefixDead)
 		return nil
 	})
 }
@@ -350,10 +373,7 @@ func (b *Buffer) Append(ctx context.Context, r *shipper.Record) error {
 			return ErrClosed
 		}
 		if b.open != nil && b.open.records > 0 && len(b.open.buf)+size > int(b.cfg.ChunkSize) {
-			b.mu.Unlock()
-			err := b.seal(ctx)
-			b.mu.Lock()
-			if err != nil {
+			if err := b.sealLocked(ctx); err != nil {
 				return err
 			}
 			continue
@@ -407,97 +427,163 @@ func (b *Buffer) appendBlocked(size int) string {
 	return ""
 }
 
-// Flush seals the open chunk and writes it. It returns the sequence number
-// of the newest chunk, so WaitDelivered can wait for everything up to now.
-// If ctx ends while the disk is full, the chunk stays open.
-func (b *Buffer) Flush(ctx context.Context) uint64 {
-	_ = b.seal(ctx)
+// Flush seals the open chunk and waits until it is written. It returns the
+// sequence number of the newest chunk, so WaitDelivered can wait for
+// everything up to now. It returns early, with ctx's error, when ctx ends
+// first (the disk is full, or writes fail): the records stay buffered and
+// are written later.
+func (b *Buffer) Flush(ctx context.Context) (uint64, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.nextSeq - 1
+	if err := b.sealLocked(ctx); err != nil {
+		return b.nextSeq - 1, err
+	}
+	for b.sealed != nil {
+		if b.closed {
+			return b.nextSeq - 1, ErrClosed
+		}
+		if err := b.wait(ctx); err != nil {
+			return b.nextSeq - 1, err
+		}
+	}
+	return b.nextSeq - 1, nil
 }
 
-// seal moves the open chunk to disk. It first waits, as long as ctx allows,
-// for disk room; a write that then fails (full filesystem, unwritable
-// directory) is retried until it succeeds or the buffer closes, while the
-// chunk stays in memory and appends block on it. A chunk that is never
-// written keeps holding back the watermark of its partitions, so its
-// records are never committed upstream.
-func (b *Buffer) seal(ctx context.Context) error {
-	b.writeMu.Lock()
-	defer b.writeMu.Unlock()
-	b.mu.Lock()
+// sealLocked moves the open chunk to the sealed slot, for the write loop to
+// write. It waits, as long as ctx allows, for the slot (the previous chunk
+// is still being written) and for disk room. The caller holds b.mu, which
+// is released while waiting.
+func (b *Buffer) sealLocked(ctx context.Context) error {
 	for b.open != nil && b.open.records > 0 {
+		if b.closed {
+			return ErrClosed
+		}
+		if b.sealed != nil {
+			// One chunk waits for the disk at a time: appends stop here
+			// while writes fail, and memory holds at most two chunks
+			// that are not on disk.
+			if b.writeErr != nil {
+				if err := b.waitBlocked(ctx, "chunk write failing: "+b.writeErr.Error()); err != nil {
+					return err
+				}
+			} else if err := b.wait(ctx); err != nil {
+				return err
+			}
+			continue
+		}
 		b.refreshFree()
-		reason := b.diskBlocked(int64(len(b.open.buf)))
-		if reason == "" {
-			break
+		if reason := b.diskBlocked(int64(len(b.open.buf))); reason != "" {
+			if err := b.waitBlocked(ctx, reason); err != nil {
+				return err
+			}
+			continue
 		}
-		if err := b.waitBlocked(ctx, reason); err != nil {
-			b.mu.Unlock()
-			return err
-		}
-	}
-	w := b.open
-	if w == nil || w.records == 0 {
-		b.mu.Unlock()
+		b.sealNowLocked()
 		return nil
 	}
+	return nil
+}
+
+// sealNowLocked moves the open chunk to the empty sealed slot and wakes the
+// write loop. The caller holds b.mu.
+func (b *Buffer) sealNowLocked() {
+	w := b.open
 	b.open = nil
 	seq := b.nextSeq
 	b.nextSeq++
-	b.sealing = &Meta{Seq: seq, Ranges: w.rangeList()} // pins the watermark meanwhile
-	b.mu.Unlock()
-
-	// Compression runs outside the lock; its output counts as memory too.
-	data, meta := w.seal(seq, b.cfg.Compression == "zstd")
-	held := int64(cap(w.buf))
-	if b.cfg.Compression == "zstd" {
-		held += int64(cap(data))
+	b.sealed = &sealedChunk{w: w, meta: Meta{Seq: seq, Ranges: w.rangeList()}, held: int64(cap(w.buf))}
+	select {
+	case b.writeKick <- struct{}{}:
+	default:
 	}
-	b.mu.Lock()
-	b.memUsed += held - int64(cap(w.buf))
-	b.sealing = &meta
-	b.mu.Unlock()
+	b.notify()
+}
 
-	backoff := 100 * time.Millisecond
+// writeLoop owns chunk writes: it writes the sealed chunk, retrying a
+// failed write with backoff until it succeeds or the buffer closes, and it
+// seals the open chunk once it is flush_interval old.
+func (b *Buffer) writeLoop() {
+	defer b.wg.Done()
+	tick := time.NewTicker(max(b.cfg.FlushInterval/4, 5*time.Millisecond))
+	defer tick.Stop()
+	const minBackoff, maxBackoff = 100 * time.Millisecond, 5 * time.Second
+	backoff := minBackoff
+	var retry <-chan time.Time
 	for {
-		err := b.write(data, meta)
-		b.mu.Lock()
-		if err == nil {
-			b.sealing = nil
-			if b.writeErr != nil {
-				b.log.Info("chunk writes recovered", "seq", seq)
-				b.writeErr = nil
-				b.setBlocked("")
-			}
-			b.chunks[seq] = &entry{meta: meta}
-			b.order = append(b.order, seq)
-			b.diskUsed += meta.Bytes
-			b.memUsed -= held
-			b.notify()
-			b.mu.Unlock()
-			return nil
-		}
-		if b.closed {
-			// b.sealing stays set: its ranges pin the watermark.
-			b.mu.Unlock()
-			return ErrClosed
-		}
-		if b.writeErr == nil {
-			b.log.Error("chunk write failed; retrying", "seq", seq, "bytes", meta.Bytes, "err", err)
-		}
-		b.writeErr = err
-		// The appender that sealed waits here, so the reason is set here.
-		b.setBlocked("chunk write failing: " + err.Error())
-		b.notify()
-		b.mu.Unlock()
 		select {
 		case <-b.stop.Done():
-		case <-time.After(backoff):
+			return
+		case now := <-tick.C:
+			b.mu.Lock()
+			if b.sealed == nil && b.open != nil && b.open.records > 0 && now.Sub(b.open.created) >= b.cfg.FlushInterval {
+				b.refreshFree()
+				if b.diskBlocked(int64(len(b.open.buf))) == "" {
+					b.sealNowLocked()
+				}
+			}
+			b.mu.Unlock()
+		case <-b.writeKick:
+		case <-retry:
+			retry = nil
 		}
-		backoff = min(2*backoff, 5*time.Second)
+		if retry != nil {
+			continue // backing off after a failed write
+		}
+		if err := b.writeSealed(); err != nil {
+			retry = time.After(backoff)
+			backoff = min(2*backoff, maxBackoff)
+		} else {
+			backoff = minBackoff
+		}
 	}
+}
+
+// writeSealed writes the sealed chunk, if there is one. On failure the
+// chunk stays sealed, in memory, holding back its partitions' watermarks,
+// so its records are never committed upstream.
+func (b *Buffer) writeSealed() error {
+	b.mu.Lock()
+	s := b.sealed
+	b.mu.Unlock()
+	if s == nil {
+		return nil
+	}
+	if s.data == nil {
+		// Encoding and compression run outside the lock; a compressed
+		// copy counts as memory too.
+		data, meta := s.w.seal(s.meta.Seq, b.cfg.Compression == "zstd")
+		meta.Pieces = pieceCount(meta.Bytes)
+		b.mu.Lock()
+		s.data, s.meta = data, meta
+		if b.cfg.Compression == "zstd" {
+			s.held += int64(cap(data))
+			b.memUsed += int64(cap(data))
+		}
+		b.mu.Unlock()
+	}
+	err := b.write(s.data, s.meta)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if err != nil {
+		if b.writeErr == nil {
+			b.log.Error("chunk write failed; retrying", "seq", s.meta.Seq, "bytes", s.meta.Bytes, "err", err)
+		}
+		b.writeErr = err
+		b.notify()
+		return err
+	}
+	b.sealed = nil
+	if b.writeErr != nil {
+		b.log.Info("chunk writes recovered", "seq", s.meta.Seq)
+		b.writeErr = nil
+		b.setBlocked("")
+	}
+	b.chunks[s.meta.Seq] = &entry{meta: s.meta}
+	b.order = append(b.order, s.meta.Seq)
+	b.diskUsed += s.meta.Bytes
+	b.memUsed -= s.held
+	b.notify()
+	return nil
 }
 
 // update runs a write transaction, never concurrently with GC's DropPrefix.
@@ -518,31 +604,11 @@ func (b *Buffer) write(data []byte, m Meta) error {
 		return err
 	}
 	return b.update(func(txn *badger.Txn) error {
-		if err := txn.Set(key(prefixChunk, m.Seq), data); err != nil {
+		if _, err := setPieces(txn, key(prefixChunk, m.Seq), data); err != nil {
 			return err
 		}
 		return txn.Set(key(prefixMeta, m.Seq), mj)
 	})
-}
-
-// flushLoop seals the open chunk once it is FlushInterval old.
-func (b *Buffer) flushLoop() {
-	defer b.wg.Done()
-	tick := time.NewTicker(max(b.cfg.FlushInterval/4, 5*time.Millisecond))
-	defer tick.Stop()
-	for {
-		select {
-		case <-b.stop.Done():
-			return
-		case now := <-tick.C:
-			b.mu.Lock()
-			due := b.open != nil && b.open.records > 0 && now.Sub(b.open.created) >= b.cfg.FlushInterval
-			b.mu.Unlock()
-			if due {
-				_ = b.seal(b.stop)
-			}
-		}
-	}
 }
 
 // Next returns the oldest stored chunk that is not in flight, loading it
@@ -618,15 +684,12 @@ func (b *Buffer) firstIdle() *entry {
 func (b *Buffer) load1(m Meta, mem int64) (*Chunk, error) {
 	var data []byte
 	err := b.db.View(func(txn *badger.Txn) error {
-		it, err := txn.Get(key(prefixChunk, m.Seq))
-		if err != nil {
-			return err
-		}
-		data, err = it.ValueCopy(nil)
+		var err error
+		data, err = getPieces(txn, key(prefixChunk, m.Seq), m.Pieces, make([]byte, 0, m.Bytes))
 		return err
 	})
-	if errors.Is(err, badger.ErrKeyNotFound) {
-		return nil, fmt.Errorf("%w: chunk %d: data missing", ErrCorrupt, m.Seq)
+	if errors.Is(err, errMissing) {
+		return nil, fmt.Errorf("%w: chunk %d: %v", ErrCorrupt, m.Seq, err)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("load chunk %d: %w", m.Seq, err)
@@ -671,28 +734,28 @@ func (b *Buffer) removeLocked(seq uint64) {
 	b.diskUsed -= e.meta.Bytes
 }
 
-// Ack deletes a delivered chunk, storing its dead letters in the same
-// transaction so a record is either in the dead-letter store or still in
-// its chunk, never neither.
-func (b *Buffer) Ack(c *Chunk, dead []DeadLetter) error {
-	if err := b.waitAckRoom(); err != nil {
+// Ack deletes a delivered chunk. Its dead letters, the records that cannot
+// be indexed, are stored first: a record is in its chunk, in the
+// dead-letter store, or in both after a crash between the two steps (the
+// chunk is then delivered again and its dead letters stored again under
+// the same keys), never in neither. Ack waits, as long as ctx allows, for
+// room on the filesystem and in the dead-letter store; on error the chunk
+// stays in flight and the caller should Release it.
+func (b *Buffer) Ack(ctx context.Context, c *Chunk, dead []DeadLetter) error {
+	if err := b.waitAckRoom(ctx); err != nil {
 		return fmt.Errorf("ack chunk %d: %w", c.Seq, err)
 	}
-	b.mu.Lock()
-	firstDead := b.nextDead
-	b.nextDead += uint64(len(dead))
-	b.mu.Unlock()
-	err := b.update(func(txn *badger.Txn) error {
-		for i, d := range dead {
-			v, err := json.Marshal(deadLetterJSON(d))
-			if err != nil {
-				return err
-			}
-			if err := txn.Set(key(prefixDead, firstDead+uint64(i)), v); err != nil {
-				return err
-			}
+	if len(dead) > 0 {
+		entries, err := c.deadEntries(dead)
+		if err != nil {
+			return fmt.Errorf("ack chunk %d: %w", c.Seq, err)
 		}
-		if err := txn.Delete(key(prefixChunk, c.Seq)); err != nil {
+		if err := b.dlq.put(ctx, entries); err != nil {
+			return fmt.Errorf("ack chunk %d: store %d dead letters: %w", c.Seq, len(dead), err)
+		}
+	}
+	err := b.update(func(txn *badger.Txn) error {
+		if err := deletePieces(txn, key(prefixChunk, c.Seq), c.Pieces); err != nil {
 			return err
 		}
 		return txn.Delete(key(prefixMeta, c.Seq))
@@ -704,13 +767,38 @@ func (b *Buffer) Ack(c *Chunk, dead []DeadLetter) error {
 	defer b.mu.Unlock()
 	b.removeLocked(c.Seq)
 	b.memUsed -= c.mem
-	b.deadLetters += int64(len(dead))
 	b.freed += c.Bytes
 	if b.freed >= valueLogFileSize {
 		b.kickGC()
 	}
 	b.notify()
 	return nil
+}
+
+// deadEntries keys the chunk's dead letters by the chunk and each record's
+// position in it, so storing them twice stores each once.
+func (c *Chunk) deadEntries(dead []DeadLetter) ([]keyed, error) {
+	type pos struct {
+		tp  shipper.TopicPartition
+		off int64
+	}
+	index := make(map[pos]uint32, len(c.Records))
+	for i := range c.Records {
+		index[pos{c.Records[i].TP(), c.Records[i].Offset}] = uint32(i)
+	}
+	now := time.Now().UTC()
+	out := make([]keyed, len(dead))
+	for i, d := range dead {
+		idx, ok := index[pos{d.Record.TP(), d.Record.Offset}]
+		if !ok {
+			return nil, fmt.Errorf("dead letter %s is not a record of the chunk", d.Record.DocumentID())
+		}
+		if d.Stored.IsZero() {
+			d.Stored = now
+		}
+		out[i] = keyed{key: deadKey(c.Seq, idx), data: encodeDeadLetter(d)}
+	}
+	return out, nil
 }
 
 // Release returns an undelivered chunk to the buffer; it will be handed out
@@ -731,7 +819,7 @@ func (b *Buffer) WaitDelivered(ctx context.Context, seq uint64) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for {
-		pending := (b.sealing != nil && b.sealing.Seq <= seq) || (len(b.order) > 0 && b.order[0] <= seq)
+		pending := (b.sealed != nil && b.sealed.meta.Seq <= seq) || (len(b.order) > 0 && b.order[0] <= seq)
 		if !pending {
 			return nil
 		}
@@ -771,8 +859,8 @@ func (b *Buffer) Watermarks() map[shipper.TopicPartition]int64 {
 			lower(rg)
 		}
 	}
-	if b.sealing != nil {
-		for _, rg := range b.sealing.Ranges {
+	if b.sealed != nil {
+		for _, rg := range b.sealed.meta.Ranges {
 			lower(rg)
 		}
 	}
@@ -810,12 +898,13 @@ func (b *Buffer) ResumeOffsets() map[shipper.TopicPartition]int64 {
 
 // Stats returns a snapshot of the buffer's state.
 func (b *Buffer) Stats() Stats {
+	dl := b.dlq.Stats()
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	s := Stats{
 		MemoryBytes: b.memUsed, MemoryLimit: int64(b.cfg.MemoryLimit),
 		DiskChunks: len(b.order), DiskBytes: b.diskUsed, DiskUsage: b.diskUsage, DiskLimit: int64(b.cfg.DiskLimit),
-		FilesystemFree: b.fsFree, DeadLetters: b.deadLetters, Quarantined: len(b.quarantined),
+		FilesystemFree: b.fsFree, DeadLetters: dl.Entries, DeadLetter: dl, Quarantined: len(b.quarantined),
 		Blocked: b.blocked, BlockedSeconds: b.blockedTotal.Seconds(), AckBlocked: b.ackBlocked,
 		GCRuns: b.gcRuns, GCReclaimed: b.gcReclaimed,
 	}
@@ -826,8 +915,9 @@ func (b *Buffer) Stats() Stats {
 		s.OpenRecords = b.open.records
 		s.MemoryChunks++
 	}
-	if b.sealing != nil {
+	if b.sealed != nil {
 		s.MemoryChunks++
+		s.SealedRecords = b.sealed.w.records
 	}
 	for _, e := range b.chunks {
 		s.DiskRecords += int64(e.meta.Records)
@@ -844,63 +934,46 @@ func (b *Buffer) Stats() Stats {
 	return s
 }
 
-// Close seals and writes the open chunk, stops background work and closes
-// the store. Chunks not yet delivered stay on disk for the next Open. Close
-// is safe to call more than once.
+// DeadLetters returns the dead-letter store, which lives in the buffer's
+// directory and closes with it.
+func (b *Buffer) DeadLetters() *DeadLetterStore { return b.dlq }
+
+// Close stops background work, writes what is sealed and the open chunk
+// once each if the disk has room, and closes the store. It does not wait
+// for space or retry a failed write: what it cannot write was never
+// acknowledged upstream and is read again from Kafka. Chunks not yet
+// delivered stay on disk for the next Open. Close is safe to call more
+// than once.
 func (b *Buffer) Close() error {
 	b.mu.Lock()
 	if b.closed {
 		b.mu.Unlock()
 		return nil
 	}
-	// Closing first wakes a seal blocked on a full disk, so Close never
-	// hangs; the final seal below then writes the open chunk if it can.
-	// What it cannot write was never acknowledged upstream.
+	// Closing first wakes every waiter (appends, seals, flushes, acks).
 	b.closed = true
 	b.closeStop()
 	b.notify()
 	b.mu.Unlock()
 	b.wg.Wait()
-	_ = b.seal(context.Background())
-	b.writeMu.Lock()
-	defer b.writeMu.Unlock()
-	return b.db.Close()
-}
 
-type deadLetterRecord struct {
-	Topic     string    `json:"topic"`
-	Partition int32     `json:"partition"`
-	Offset    int64     `json:"offset"`
-	Time      time.Time `json:"time"`
-	Key       []byte    `json:"key,omitempty"`
-	Value     []byte    `json:"value"`
-	Reason    string    `json:"reason"`
-	Stored    time.Time `json:"stored"`
-}
-
-func deadLetterJSON(d DeadLetter) deadLetterRecord {
-	r := d.Record
-	return deadLetterRecord{Topic: r.Topic, Partition: r.Partition, Offset: r.Offset, Time: r.Time,
-		Key: r.Key, Value: r.Value, Reason: d.Reason, Stored: time.Now().UTC()}
-}
-
-// DeadLetters calls fn for every stored dead letter, oldest first.
-func (b *Buffer) DeadLetters(fn func(DeadLetter) error) error {
-	return b.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefixDead, PrefetchValues: true})
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			var d deadLetterRecord
-			if err := it.Item().Value(func(v []byte) error { return json.Unmarshal(v, &d) }); err != nil {
-				return err
-			}
-			if err := fn(DeadLetter{Reason: d.Reason, Record: shipper.Record{Topic: d.Topic, Partition: d.Partition,
-				Offset: d.Offset, Time: d.Time, Key: d.Key, Value: d.Value}}); err != nil {
-				return err
+	if err := b.writeSealed(); err != nil {
+		b.log.Warn("closing: a sealed chunk could not be written; its records are read again from Kafka", "err", err)
+	} else {
+		b.mu.Lock()
+		b.refreshFree()
+		write := b.open != nil && b.open.records > 0 && b.diskBlocked(int64(len(b.open.buf))) == ""
+		if write {
+			b.sealNowLocked()
+		}
+		b.mu.Unlock()
+		if write {
+			if err := b.writeSealed(); err != nil {
+				b.log.Warn("closing: the open chunk could not be written; its records are read again from Kafka", "err", err)
 			}
 		}
-		return nil
-	})
+	}
+	return b.db.Close()
 }
 
 func sortRanges(r []OffsetRange) {

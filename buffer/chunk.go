@@ -12,18 +12,26 @@ import (
 	"github.com/shipper-agent/shipper"
 )
 
-// Chunk encoding (the value stored under a chunk key):
+// Chunk encoding (the value stored under a chunk key, split into pieces
+// when larger than pieceSize; see pieces.go):
 //
-//	magic "SHC1" | crc32c(stored) uint32 BE | flags byte | stored
+//	magic "SHC2" | crc32c(stored) uint32 BE | flags byte | stored
 //	stored  = payload, or zstd(payload) when flags has flagZstd
 //	payload = record*
 //	record  = uvarint len(topic) topic | varint partition | varint offset |
-//	          varint unix-millis | uvarint len(key) key | uvarint len(value) value
+//	          varint unix-millis | uvarint len(key) key | uvarint len(value) value |
+//	          uvarint headers | (uvarint len(key) key | uvarint len(value) value)*
+//
+// "SHC1" chunks, written before records carried headers, end each record
+// after its value; they are still read.
 //
 // The checksum covers what is stored, so a torn or corrupted value is
 // detected on load, before decompression, instead of being delivered as
 // garbage.
-var chunkMagic = [4]byte{'S', 'H', 'C', '1'}
+var (
+	chunkMagic   = [4]byte{'S', 'H', 'C', '2'}
+	chunkMagicV1 = [4]byte{'S', 'H', 'C', '1'}
+)
 
 const (
 	chunkHeaderLen = 9
@@ -54,7 +62,11 @@ func newChunkWriter(capacity int, now time.Time) *chunkWriter {
 
 // encodedLen is an upper bound of a record's encoded size.
 func encodedLen(r *shipper.Record) int {
-	return len(r.Topic) + len(r.Key) + len(r.Value) + 5*binary.MaxVarintLen64
+	n := len(r.Topic) + len(r.Key) + len(r.Value) + 7*binary.MaxVarintLen64
+	for _, h := range r.Headers {
+		n += len(h.Key) + len(h.Value) + 2*binary.MaxVarintLen64
+	}
+	return n
 }
 
 func (w *chunkWriter) add(r *shipper.Record) {
@@ -68,6 +80,13 @@ func (w *chunkWriter) add(r *shipper.Record) {
 	b = append(b, r.Key...)
 	b = binary.AppendUvarint(b, uint64(len(r.Value)))
 	b = append(b, r.Value...)
+	b = binary.AppendUvarint(b, uint64(len(r.Headers)))
+	for _, h := range r.Headers {
+		b = binary.AppendUvarint(b, uint64(len(h.Key)))
+		b = append(b, h.Key...)
+		b = binary.AppendUvarint(b, uint64(len(h.Value)))
+		b = append(b, h.Value...)
+	}
 	w.buf = b
 	w.records++
 	tp := r.TP()
@@ -98,7 +117,7 @@ func (w *chunkWriter) seal(seq uint64, compress bool) ([]byte, Meta) {
 		data[8] = flagZstd
 		data = zstdEncoder.EncodeAll(w.buf[chunkHeaderLen:], data)
 	}
-	binary.BigEndian.PutUint32(data[4:8], crc32.Checksum(data[chunkHeaderLen:], castagnoli))
+	binary.BigEndian.PutUint32(data[4:8], crcOf(data[chunkHeaderLen:]))
 	m := Meta{Seq: seq, Records: w.records, Bytes: int64(len(data)), RawBytes: raw, Created: w.created}
 	m.Ranges = w.rangeList()
 	sortRanges(m.Ranges)
@@ -115,11 +134,12 @@ var (
 // decodeChunk decodes a stored chunk. The records' Key and Value alias data
 // (or, for a compressed chunk, its decompressed copy).
 func decodeChunk(data []byte, want int) ([]shipper.Record, error) {
-	if len(data) < chunkHeaderLen || [4]byte(data[:4]) != chunkMagic {
+	if len(data) < chunkHeaderLen || ([4]byte(data[:4]) != chunkMagic && [4]byte(data[:4]) != chunkMagicV1) {
 		return nil, fmt.Errorf("%w: bad header", ErrCorrupt)
 	}
+	withHeaders := [4]byte(data[:4]) == chunkMagic
 	payload := data[chunkHeaderLen:]
-	if got := crc32.Checksum(payload, castagnoli); got != binary.BigEndian.Uint32(data[4:8]) {
+	if got := crcOf(payload); got != binary.BigEndian.Uint32(data[4:8]) {
 		return nil, fmt.Errorf("%w: checksum mismatch", ErrCorrupt)
 	}
 	switch data[8] {
@@ -163,12 +183,43 @@ func decodeChunk(data []byte, want int) ([]shipper.Record, error) {
 		if r.Value, payload, ok = readBytes(payload); !ok {
 			return nil, fmt.Errorf("%w: record %d: value", ErrCorrupt, len(recs))
 		}
+		if withHeaders {
+			if r.Headers, payload, ok = readHeaders(payload); !ok {
+				return nil, fmt.Errorf("%w: record %d: headers", ErrCorrupt, len(recs))
+			}
+		}
 		recs = append(recs, r)
 	}
 	if len(recs) != want {
 		return nil, fmt.Errorf("%w: %d records, metadata says %d", ErrCorrupt, len(recs), want)
 	}
 	return recs, nil
+}
+
+// readHeaders reads a record's headers; their values alias b.
+func readHeaders(b []byte) ([]shipper.Header, []byte, bool) {
+	n, w := binary.Uvarint(b)
+	// Each header takes at least two bytes: a bound before allocating.
+	if w <= 0 || n > uint64(len(b)-w)/2 {
+		return nil, b, false
+	}
+	b = b[w:]
+	if n == 0 {
+		return nil, b, true
+	}
+	hs := make([]shipper.Header, n)
+	for i := range hs {
+		var k []byte
+		var ok bool
+		if k, b, ok = readBytes(b); !ok {
+			return nil, b, false
+		}
+		hs[i].Key = string(k)
+		if hs[i].Value, b, ok = readBytes(b); !ok {
+			return nil, b, false
+		}
+	}
+	return hs, b, true
 }
 
 func readVarint(b []byte) (int64, []byte, bool) {
@@ -190,3 +241,5 @@ func readBytes(b []byte) ([]byte, []byte, bool) {
 	}
 	return b[:l:l], b[l:], true
 }
+
+func crcOf(b []byte) uint32 { return crc32.Checksum(b, castagnoli) }

@@ -33,6 +33,10 @@ type Config struct {
 	// anything else never makes a write fail half-way. At least 64MiB.
 	// Default 256MiB.
 	MinFreeSpace shipper.ByteSize `hcl:"min_free_space,optional"`
+	// DeadLetter configures the dead-letter store, which lives in Dir. The
+	// agent sets it from its top-level dead_letter block. Default
+	// DefaultDeadLetterConfig().
+	DeadLetter DeadLetterConfig `hcl:"-"`
 }
 
 // minFreeFloor covers the files badger may extend without asking: a
@@ -42,6 +46,9 @@ type Config struct {
 // value-log files, two memtable logs (each mapped at twice the memtable
 // size) and slack for table files.
 const minFreeFloor = 2*valueLogFileSize + 2*2*maxMemTableSize + (16 << 20)
+
+// maxChunkSize bounds chunk_size.
+const maxChunkSize = 256 << 20
 
 // DefaultConfig returns the defaults documented on Config.
 func DefaultConfig() Config {
@@ -53,6 +60,7 @@ func DefaultConfig() Config {
 		SyncWrites:    true,
 		Compression:   "none",
 		MinFreeSpace:  256 << 20,
+		DeadLetter:    DefaultDeadLetterConfig(),
 	}
 }
 
@@ -63,8 +71,10 @@ func (c Config) Validate() error {
 	if c.Dir == "" {
 		bad("dir", "must be set")
 	}
-	if c.ChunkSize < 64<<10 {
-		bad("chunk_size", "must be at least 64KiB, got %s", c.ChunkSize)
+	// Any chunk fits the store (large ones are stored in pieces), but a
+	// chunk is loaded whole for delivery: larger ones only cost memory.
+	if c.ChunkSize < 64<<10 || c.ChunkSize > maxChunkSize {
+		bad("chunk_size", "must be between 64KiB and %s, got %s", shipper.ByteSize(maxChunkSize), c.ChunkSize)
 	}
 	if c.FlushInterval < 10*time.Millisecond {
 		bad("flush_interval", "must be at least 10ms, got %s", c.FlushInterval)
@@ -84,5 +94,7 @@ func (c Config) Validate() error {
 		bad("min_free_space", "must be at least %s (room for badger's next value-log and memtable files), got %s",
 			shipper.ByteSize(minFreeFloor), c.MinFreeSpace)
 	}
+	// DeadLetter is validated by its owner, the agent's dead_letter block,
+	// and by Open.
 	return p.Err()
 }

@@ -77,11 +77,11 @@ func (b *Buffer) setBlocked(reason string) {
 // filling the disk brings free space this low.
 const minFreeForAcks = 4*maxMemTableSize + (16 << 20)
 
-// waitAckRoom waits, without a deadline, until the filesystem has room for
-// an Ack or the buffer closes. The chunk stays in flight meanwhile: its
-// documents are in Elasticsearch already, and it is sent again if the
-// process stops before the Ack.
-func (b *Buffer) waitAckRoom() error {
+// waitAckRoom waits until the filesystem has room for an Ack, ctx ends or
+// the buffer closes. The chunk stays in flight meanwhile: its documents are
+// in Elasticsearch already, and it is sent again if the process stops
+// before the Ack.
+func (b *Buffer) waitAckRoom(ctx context.Context) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for b.fsFree > 0 && b.fsFree < minFreeForAcks {
@@ -93,7 +93,7 @@ func (b *Buffer) waitAckRoom() error {
 				shipper.ByteSize(minFreeForAcks).String()
 			b.log.Warn("buffer: acknowledgements wait for disk space", "reason", b.ackBlocked)
 		}
-		if err := b.wait(context.Background()); err != nil {
+		if err := b.wait(ctx); err != nil {
 			return err
 		}
 		b.refreshFree()

@@ -4,6 +4,7 @@
 //	shipper run -config FILE        run the agent
 //	shipper validate -config FILE   check a configuration file
 //	shipper buffer inspect -dir DIR list a stopped agent's buffer
+//	shipper dlq list|replay|purge   the dead-letter store of a running agent
 //	shipper version                 print the version
 package main
 
@@ -24,10 +25,25 @@ import (
 var errUsage = errors.New("usage")
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	ctx, cancel := context.WithCancel(context.Background())
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		// The first signal asks for a graceful stop, bounded by
+		// shutdown_timeout; a second one ends the process at once.
+		// Nothing is lost either way: undelivered records are on disk
+		// or still in Kafka, uncommitted.
+		s := <-sigs
+		cancel()
+		s = <-sigs
+		fmt.Fprintf(os.Stderr, "shipper: second signal (%s): exiting now; undelivered records stay on disk or in Kafka\n", s)
+		os.Exit(exitForced)
+	}()
 	os.Exit(exitCode(Run(ctx, os.Args[1:], os.Stdout, os.Stderr), os.Stderr))
 }
+
+// exitForced is the exit status after a second SIGINT or SIGTERM.
+const exitForced = 3
 
 // Run runs the subcommand named by args[0].
 func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -44,6 +60,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return versionCmd(stdout)
 	case "buffer":
 		return bufferCmd(args[1:], stdout, stderr)
+	case "dlq":
+		return dlqCmd(ctx, args[1:], stdout, stderr)
 	case "-h", "-help", "--help", "help":
 		usage(stdout)
 		return nil
@@ -60,11 +78,15 @@ Commands:
   run -config FILE        run the agent
   validate -config FILE   check a configuration file and print every problem
   buffer inspect -dir DIR list the chunks a buffer holds (agent stopped)
+  dlq list|replay|purge   the dead-letter store of a running agent (shipper dlq for help)
   version                 print the version
+
+Exit status: 0 done, 1 error, 2 usage, 3 stopped by a second SIGINT or SIGTERM.
 `)
 }
 
-// exitCode maps an error to the process exit status: 0 ok, 2 usage, 1 otherwise.
+// exitCode maps an error to the process exit status: 0 ok, 2 usage, 1
+// otherwise (3, a forced stop, is set by main).
 func exitCode(err error, stderr io.Writer) int {
 	switch {
 	case err == nil:

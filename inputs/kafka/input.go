@@ -87,6 +87,14 @@ func (in *Input) Assigned() []shipper.TopicPartition {
 	return append([]shipper.TopicPartition(nil), in.assigned...)
 }
 
+// Joined reports whether the input is a member of a consumer-group
+// generation now, with or without partitions.
+func (in *Input) Joined() bool {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return in.gen != nil
+}
+
 // StopFetching stops reading records; it does not wait. Commits continue.
 func (in *Input) StopFetching() { in.stopFetch() }
 
@@ -276,7 +284,7 @@ func (in *Input) readPartition(gctx context.Context, topic string, partition int
 			break
 		}
 		rec := shipper.Record{Topic: m.Topic, Partition: int32(m.Partition), Offset: m.Offset,
-			Key: m.Key, Value: m.Value, Time: m.Time}
+			Key: m.Key, Value: m.Value, Headers: headers(m.Headers), Time: m.Time}
 		if err := in.sink.Append(ctx, &rec); err != nil {
 			if ctx.Err() == nil && !errors.Is(err, context.Canceled) {
 				in.log.Error("append record", "topic", topic, "partition", partition, "err", err)
@@ -392,4 +400,16 @@ func (in *Input) commit() {
 			in.committed[shipper.TopicPartition{Topic: topic, Partition: int32(p)}] = off
 		}
 	}
+}
+
+// headers converts kafka-go's record headers; nil when there are none.
+func headers(hs []kafkago.Header) []shipper.Header {
+	if len(hs) == 0 {
+		return nil
+	}
+	out := make([]shipper.Header, len(hs))
+	for i, h := range hs {
+		out[i] = shipper.Header{Key: h.Key, Value: h.Value}
+	}
+	return out
 }

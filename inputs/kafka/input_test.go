@@ -195,8 +195,12 @@ func produce(t *testing.T, c *kafkatest.Cluster, topic string, partitions int32,
 				Value:     fmt.Appendf(nil, "value-%s-%d-%d", topic, p, o),
 				Time:      time.UnixMilli(1_700_000_000_000 + int64(p)*1_000_000 + o),
 			}
+			if o%2 == 0 { // headers, in order, repeated keys kept
+				rec.Headers = []shipper.Header{{Key: "trace", Value: fmt.Appendf(nil, "%d", o)}, {Key: "trace", Value: []byte("x")}}
+			}
 			want = append(want, rec)
-			msgs = append(msgs, kafkatest.Message{Topic: topic, Partition: p, Key: rec.Key, Value: rec.Value, Time: rec.Time})
+			msgs = append(msgs, kafkatest.Message{Topic: topic, Partition: p, Key: rec.Key, Value: rec.Value,
+				Headers: rec.Headers, Time: rec.Time})
 		}
 	}
 	got := c.Produce(t, msgs...)
@@ -241,11 +245,13 @@ func checkRecords(t *testing.T, got, want []shipper.Record) {
 
 func sameRecord(a, b shipper.Record) bool {
 	return a.Topic == b.Topic && a.Partition == b.Partition && a.Offset == b.Offset &&
-		bytes.Equal(a.Key, b.Key) && bytes.Equal(a.Value, b.Value) && a.Time.Equal(b.Time)
+		bytes.Equal(a.Key, b.Key) && bytes.Equal(a.Value, b.Value) && a.Time.Equal(b.Time) &&
+		fmt.Sprintf("%q", a.Headers) == fmt.Sprintf("%q", b.Headers)
 }
 
 func describe(r shipper.Record) string {
-	return fmt.Sprintf("{%s/%d@%d key=%q value=%q time=%s}", r.Topic, r.Partition, r.Offset, r.Key, r.Value, r.Time.UTC().Format(time.RFC3339Nano))
+	return fmt.Sprintf("{%s/%d@%d key=%q value=%q headers=%q time=%s}", r.Topic, r.Partition, r.Offset, r.Key, r.Value,
+		r.Headers, r.Time.UTC().Format(time.RFC3339Nano))
 }
 
 func offsets(rs []shipper.Record) []int64 {
@@ -721,7 +727,7 @@ func TestInputPicksUpTopicCreatedLater(t *testing.T) {
 	cfg.TopicRefreshInterval = 200 * time.Millisecond
 	sink := kafkatest.NewSink()
 	in := start(t, cfg, sink, kafkatest.NewWatermarks(nil))
-	time.Sleep(time.Second) // joined the group with no partitions to read
+	waitUntil(t, joinTimeout, "joined the group, with no partitions to read", in.Joined)
 	if n := len(in.Assigned()); n != 0 {
 		t.Fatalf("%d partitions assigned before the topic exists", n)
 	}

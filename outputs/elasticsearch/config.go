@@ -26,9 +26,28 @@ type Config struct {
 	// number of bulk requests in flight. Default 2.
 	Workers int `hcl:"workers,optional"`
 	// MaxBulkBytes splits a chunk into several bulk requests when its
-	// request body would exceed this size. Default 8MiB.
+	// request body would exceed this size (a single larger document is sent
+	// alone). At most 100MiB, Elasticsearch's default
+	// http.max_content_length; a smaller limit of a node or proxy is learned
+	// at run time from its 413 answers. Default 8MiB.
 	MaxBulkBytes shipper.ByteSize `hcl:"max_bulk_bytes,optional"`
-	// RequestTimeout bounds one bulk request from start to response. Default 60s.
+	// Tombstones says what becomes of a record with a null or empty value:
+	// "skip" (nothing is indexed; the record counts as done) or
+	// "dead_letter". Default "skip".
+	Tombstones string `hcl:"tombstones,optional"`
+	// InvalidUTF8 says what becomes of a value that is not valid UTF-8:
+	// "base64" indexes {"message": <the value with invalid bytes replaced by
+	// U+FFFD>, "message_base64": <the exact bytes>}; "dead_letter" stores it
+	// as a dead letter. Default "base64".
+	InvalidUTF8 string `hcl:"invalid_utf8,optional"`
+	// MaxItemAttempts is how many times the delivery loop sends a document
+	// that Elasticsearch keeps failing for its own sake (a per-item 500, or a
+	// 409 other than "already indexed") before dead-lettering it with every
+	// reason seen. Failures of the cluster (429, 502, 503, 504, whole-request
+	// errors) do not count. 1 to 1000, default 10.
+	MaxItemAttempts int `hcl:"max_item_attempts,optional"`
+	// RequestTimeout bounds one bulk request from start to response; a
+	// chunk split into several requests gives each its own. Default 60s.
 	RequestTimeout time.Duration `hcl:"request_timeout,optional"`
 	// DialTimeout bounds opening a TCP connection. Default 5s.
 	DialTimeout time.Duration `hcl:"dial_timeout,optional"`
@@ -42,11 +61,16 @@ type Config struct {
 	// KeepAlive/3, 3 probes). Default 15s.
 	KeepAlive time.Duration `hcl:"keepalive,optional"`
 	// RetryInitialBackoff and RetryMaxBackoff bound the jittered exponential
-	// backoff between attempts to deliver a chunk. Retries never give up:
-	// data stays in the buffer until delivered. Defaults 500ms and 30s.
+	// backoff between attempts to deliver a chunk (used by the delivery
+	// loop). Retries give up on a document only as max_item_attempts says:
+	// data stays in the buffer until delivered or dead-lettered. Defaults
+	// 500ms and 30s.
 	RetryInitialBackoff time.Duration `hcl:"retry_initial_backoff,optional"`
 	RetryMaxBackoff     time.Duration `hcl:"retry_max_backoff,optional"`
 }
+
+// maxBulkBytes is Elasticsearch's default http.max_content_length.
+const maxBulkBytes = 100 << 20
 
 // DefaultConfig returns the defaults documented on Config.
 func DefaultConfig() Config {
@@ -55,6 +79,9 @@ func DefaultConfig() Config {
 		Index:               "shipper-logs",
 		Workers:             2,
 		MaxBulkBytes:        8 << 20,
+		Tombstones:          "skip",
+		InvalidUTF8:         "base64",
+		MaxItemAttempts:     10,
 		RequestTimeout:      60 * time.Second,
 		DialTimeout:         5 * time.Second,
 		TLSHandshakeTimeout: 10 * time.Second,
@@ -103,6 +130,18 @@ func (c Config) Validate() error {
 	}
 	if c.MaxBulkBytes < 64<<10 {
 		bad("max_bulk_bytes", "must be at least 64KiB, got %s", c.MaxBulkBytes)
+	} else if c.MaxBulkBytes > maxBulkBytes {
+		bad("max_bulk_bytes", "must be at most 100MiB (Elasticsearch's default http.max_content_length is 100mb; "+
+			"a smaller node or proxy limit is learned at run time from 413 answers), got %s", c.MaxBulkBytes)
+	}
+	if c.Tombstones != "skip" && c.Tombstones != "dead_letter" {
+		bad("tombstones", `must be "skip" or "dead_letter", got %q`, c.Tombstones)
+	}
+	if c.InvalidUTF8 != "base64" && c.InvalidUTF8 != "dead_letter" {
+		bad("invalid_utf8", `must be "base64" or "dead_letter", got %q`, c.InvalidUTF8)
+	}
+	if c.MaxItemAttempts < 1 || c.MaxItemAttempts > 1000 {
+		bad("max_item_attempts", "must be between 1 and 1000, got %d", c.MaxItemAttempts)
 	}
 	p.Positive(map[string]time.Duration{
 		"request_timeout": c.RequestTimeout, "dial_timeout": c.DialTimeout,

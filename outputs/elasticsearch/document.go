@@ -2,13 +2,35 @@ package elasticsearch
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"time"
+	"unicode/utf8"
 
 	"github.com/shipper-agent/shipper"
 )
 
 const timestampField = "@timestamp"
+
+// precheck decides the records that are never sent: tombstones, and values
+// that are not UTF-8 when invalid_utf8 = "dead_letter". It returns Pending
+// for a record to send.
+func (o *Output) precheck(r *shipper.Record) ItemResult {
+	switch {
+	case len(r.Value) == 0 && o.cfg.Tombstones == "dead_letter":
+		return ItemResult{Outcome: DeadLetter, Type: "tombstone",
+			Reason: `value is empty: a tombstone (tombstones = "dead_letter")`}
+	case len(r.Value) == 0:
+		// kafka-go reports a null value and an empty one alike: neither
+		// holds anything to index.
+		return ItemResult{Outcome: Skipped, Type: "tombstone",
+			Reason: `value is empty: a tombstone (tombstones = "skip")`}
+	case o.cfg.InvalidUTF8 == "dead_letter" && !utf8.Valid(r.Value):
+		return ItemResult{Outcome: DeadLetter, Type: "invalid_utf8",
+			Reason: `value is not valid UTF-8 (invalid_utf8 = "dead_letter")`}
+	}
+	return ItemResult{}
+}
 
 // appendDocument appends the _source of a record's document to dst.
 //
@@ -16,9 +38,15 @@ const timestampField = "@timestamp"
 // other value (plain text, a JSON array or scalar, invalid JSON) is wrapped
 // as {"message": "..."}. Every document gets @timestamp: the record's own
 // if its object has one, else the Kafka timestamp.
+//
+// A value that is not valid UTF-8 is never indexed as JSON (Elasticsearch
+// rejects such JSON, and json.Valid does not check it): it is wrapped with
+// its invalid bytes replaced by U+FFFD in message, and its exact bytes in
+// message_base64 (standard encoding), so nothing is lost.
 func appendDocument(dst []byte, r *shipper.Record) []byte {
+	valid := utf8.Valid(r.Value)
 	v := bytes.TrimSpace(r.Value)
-	if len(v) > 0 && v[0] == '{' && json.Valid(v) {
+	if valid && len(v) > 0 && v[0] == '{' && json.Valid(v) {
 		if bytes.ContainsAny(v, "\r\n") {
 			// A bulk body is newline-delimited: a pretty-printed object
 			// would split into several lines.
@@ -41,8 +69,13 @@ func appendDocument(dst []byte, r *shipper.Record) []byte {
 	dst = append(dst, `{"@timestamp":`...)
 	dst = appendTimestamp(dst, r.Time)
 	dst = append(dst, `,"message":`...)
-	msg, _ := json.Marshal(string(r.Value)) // a string always marshals
+	msg, _ := json.Marshal(string(r.Value)) // a string always marshals; invalid bytes become U+FFFD
 	dst = append(dst, msg...)
+	if !valid {
+		dst = append(dst, `,"message_base64":"`...)
+		dst = base64.StdEncoding.AppendEncode(dst, r.Value)
+		dst = append(dst, '"')
+	}
 	return append(dst, '}')
 }
 

@@ -3,14 +3,13 @@ package elasticsearch
 import (
 	"bytes"
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/elastic/go-elasticsearch/v8"
@@ -19,51 +18,20 @@ import (
 	"github.com/shipper-agent/shipper"
 )
 
-// Outcome is what became of one document of a bulk request.
-type Outcome uint8
-
-const (
-	// Delivered: indexed now, or already present (409 on create: a replay).
-	Delivered Outcome = iota
-	// Retry: rejected for now (429, 5xx): send the document again later.
-	Retry
-	// Rejected: can never be indexed as is (e.g. a mapping error): the
-	// document belongs in the dead-letter store.
-	Rejected
-)
-
-// ItemResult is the outcome of one document.
-type ItemResult struct {
-	Outcome Outcome
-	Status  int
-	// Reason explains a Retry or Rejected outcome ("400 mapper_parsing_exception: ...").
-	Reason string
-}
-
-// RequestError is a bulk request that failed as a whole: no document of it
-// was (known to be) indexed. Every RequestError is worth retrying: the data
-// stays in the buffer. RetryAfter is the server's requested delay, if any.
-type RequestError struct {
-	Status     int // 0 when no response arrived
-	RetryAfter time.Duration
-	Err        error
-}
-
-func (e *RequestError) Error() string {
-	if e.Status != 0 {
-		return fmt.Sprintf("bulk request: status %d: %v", e.Status, e.Err)
-	}
-	return "bulk request: " + e.Err.Error()
-}
-func (e *RequestError) Unwrap() error { return e.Err }
-
 // Output turns records into Elasticsearch bulk requests and reports the
-// outcome of every document. It does not retry: the caller owns retries, so
-// exactly one layer decides when to send again.
+// outcome of every document. It never waits or retries by time: the caller
+// owns retries, backoff and dead letters, so exactly one layer decides when
+// to send again. It only splits a request that Elasticsearch refused for
+// its size or content. An Output is safe for concurrent use.
 type Output struct {
 	cfg    Config
 	client *elasticsearch.Client
 	log    *slog.Logger
+	// learned is the largest request body, in bytes, to send, learned from
+	// 413 answers: half the smallest multi-document request refused; 0
+	// until one is. It only ever falls: a limit seen once (a node's or a
+	// proxy's) is assumed to stay for the life of the process.
+	learned atomic.Int64
 }
 
 // New creates the output. It does not contact Elasticsearch.
@@ -126,36 +94,147 @@ func (o *Output) Close() error {
 	return nil
 }
 
+// BulkLimit is the current largest bulk request body, in bytes: the smaller
+// of max_bulk_bytes and the limit learned from 413 answers.
+func (o *Output) BulkLimit() int64 {
+	limit := int64(o.cfg.MaxBulkBytes)
+	if l := o.learned.Load(); l > 0 && l < limit {
+		return l
+	}
+	return limit
+}
+
+// lowerLimit records that a request of refused bytes was too large.
+//
+// The limit becomes half the refused size, not one byte less: the true
+// limit lies somewhere below, and one byte less would let every later
+// request, packed up to it, be refused again and creep down one document at
+// a time, each refusal costing a request and a connection. Halving reaches
+// a size that passes in log2 steps, and costs at most half the largest
+// request the cluster would take.
+func (o *Output) lowerLimit(refused int) {
+	limit := int64(refused) / 2
+	for {
+		cur := o.learned.Load()
+		if cur != 0 && cur <= limit {
+			return
+		}
+		if o.learned.CompareAndSwap(cur, limit) {
+			o.log.Warn("max_bulk_bytes is above what Elasticsearch accepts (413: http.max_content_length or a proxy's limit); "+
+				"sending smaller bulk requests until restart",
+				"max_bulk_bytes", int64(o.cfg.MaxBulkBytes), "refused_request_bytes", refused, "bulk_limit_bytes", limit)
+			return
+		}
+	}
+}
+
 // Send indexes the records with op_type=create under their deterministic
-// ids and returns one result per record, in order. Records are split into
-// several bulk requests when they exceed MaxBulkBytes; on a RequestError the
-// results of earlier requests are returned alongside and the rest are Retry.
+// ids and returns exactly one result per record, in order.
+//
+// Records are packed into bulk requests of at most BulkLimit bytes (a
+// larger document goes alone), sent one after another. A request refused
+// with 413, or with a 400 from Elasticsearch (a document breaks the body),
+// is sent again as two halves, recursively, down to the one document to
+// dead-letter. The error is nil, or the *RequestError of the first request
+// that failed as a whole: sending stops there, its documents are Retry or
+// Hold, the documents of requests not sent are Pending, and everything
+// decided before keeps its result.
 func (o *Output) Send(ctx context.Context, recs []*shipper.Record) ([]ItemResult, error) {
 	results := make([]ItemResult, len(recs))
-	body := make([]byte, 0, min(int(o.cfg.MaxBulkBytes), 1<<20))
-	start := 0
-	var doc []byte
-	for i := 0; i <= len(recs); i++ {
-		if i < len(recs) {
-			doc = appendItem(doc[:0], o.cfg.Index, recs[i])
-			if len(body)+len(doc) <= int(o.cfg.MaxBulkBytes) || i == start {
-				body = append(body, doc...)
-				continue
-			}
+	for i, r := range recs {
+		results[i] = o.precheck(r)
+	}
+	b := newBatch(o.BulkLimit())
+	for i, r := range recs {
+		if results[i].Outcome != Pending {
+			continue
 		}
-		if err := o.bulk(ctx, body, results[start:i]); err != nil {
-			for j := start; j < len(recs); j++ {
-				results[j] = ItemResult{Outcome: Retry, Reason: err.Error()}
+		start := len(b.body)
+		b.body = appendItem(b.body, o.cfg.Index, r)
+		if len(b.idx) > 0 && int64(len(b.body)) > o.BulkLimit() {
+			// r does not fit: send the others, start the next request with r.
+			next := newBatch(o.BulkLimit())
+			next.body = append(next.body, b.body[start:]...)
+			b.body = b.body[:start]
+			if err := o.sendBatch(ctx, b, results); err != nil {
+				return results, err
 			}
+			b = next
+		}
+		b.idx = append(b.idx, i)
+		b.end = append(b.end, len(b.body))
+	}
+	if len(b.idx) > 0 {
+		if err := o.sendBatch(ctx, b, results); err != nil {
 			return results, err
 		}
-		if i == len(recs) {
-			break
-		}
-		start = i
-		body = append(body[:0], doc...)
 	}
 	return results, nil
+}
+
+// batch is the body of one bulk request and where its documents are.
+//
+// Each request gets a fresh body rather than reusing the last one: the HTTP
+// transport may still be writing a body after the answer arrived (a 413 is
+// answered before the body is read), so the bytes must not change.
+type batch struct {
+	body []byte
+	idx  []int // the records' positions in the Send
+	end  []int // end[k] is the offset in body just past document k
+}
+
+func newBatch(limit int64) *batch {
+	return &batch{body: make([]byte, 0, min(limit, 1<<20))}
+}
+
+func (b *batch) span(lo, hi int) []byte {
+	start := 0
+	if lo > 0 {
+		start = b.end[lo-1]
+	}
+	return b.body[start:b.end[hi-1]]
+}
+
+// sendBatch sends the documents of one batch and records their results. A
+// part that Elasticsearch refuses for its size or content is split into
+// halves, sent in order. Splitting is iterative and bounded: each split
+// halves a part, so there are at most log2(documents) levels, and the stack
+// holds at most one waiting part per level.
+func (o *Output) sendBatch(ctx context.Context, b *batch, results []ItemResult) error {
+	type part struct{ lo, hi int }
+	todo := []part{{0, len(b.idx)}} // the next part to send is last
+	for len(todo) > 0 {
+		p := todo[len(todo)-1]
+		todo = todo[:len(todo)-1]
+		n, body := p.hi-p.lo, b.span(p.lo, p.hi)
+		// A part over a limit learned meanwhile (here or by another
+		// worker) is split without asking.
+		split := n > 1 && int64(len(body)) > o.BulkLimit()
+		var a answer
+		if !split {
+			a = o.bulk(ctx, body, n)
+			if a.split && a.status == http.StatusRequestEntityTooLarge {
+				o.lowerLimit(len(body))
+			}
+			split = a.split
+		}
+		if split {
+			mid := p.lo + n/2
+			todo = append(todo, part{mid, p.hi}, part{p.lo, mid})
+			continue
+		}
+		if n == 1 && a.results[0].Type == "request_too_large" {
+			source := len(body) - bytes.IndexByte(body, '\n') - 2 // less the action line and the final newline
+			a.results[0].Reason = fmt.Sprintf("document of %d bytes (request of %d bytes): %s", source, len(body), a.results[0].Reason)
+		}
+		for k, r := range a.results {
+			results[b.idx[p.lo+k]] = r
+		}
+		if a.err != nil {
+			return a.err
+		}
+	}
+	return nil
 }
 
 func appendItem(dst []byte, index string, r *shipper.Record) []byte {
@@ -170,18 +249,13 @@ func appendItem(dst []byte, index string, r *shipper.Record) []byte {
 
 var bulkFilterPath = []string{"errors", "items.*.status", "items.*.error.type", "items.*.error.reason"}
 
-type bulkResponse struct {
-	Errors bool `json:"errors"`
-	Items  []map[string]struct {
-		Status int `json:"status"`
-		Error  *struct {
-			Type   string `json:"type"`
-			Reason string `json:"reason"`
-		} `json:"error"`
-	} `json:"items"`
-}
+// maxResponseBytes bounds the answer read into memory. A filtered bulk
+// answer is tens of bytes per document; a longer one is not Elasticsearch's.
+const maxResponseBytes = 64 << 20
 
-func (o *Output) bulk(ctx context.Context, body []byte, results []ItemResult) error {
+// bulk sends one bulk request of n documents and reads what its answer
+// means for each.
+func (o *Output) bulk(ctx context.Context, body []byte, n int) answer {
 	ctx, cancel := context.WithTimeout(ctx, o.cfg.RequestTimeout)
 	defer cancel()
 	includeSource := false
@@ -193,66 +267,16 @@ func (o *Output) bulk(ctx context.Context, body []byte, results []ItemResult) er
 		IncludeSourceOnError: &includeSource,
 	}.Do(ctx, o.client)
 	if err != nil {
-		return &RequestError{Err: err}
+		return failAll(n, &RequestError{Type: "network", Err: err})
 	}
 	defer res.Body.Close()
-	raw, err := io.ReadAll(res.Body)
-	if err != nil {
-		return &RequestError{Status: res.StatusCode, Err: fmt.Errorf("read response: %w", err)}
-	}
-	if res.StatusCode != http.StatusOK {
-		return &RequestError{Status: res.StatusCode, RetryAfter: retryAfter(res.Header),
-			Err: errors.New(truncate(string(raw), 512))}
-	}
-	var br bulkResponse
-	if err := json.Unmarshal(raw, &br); err != nil {
-		return &RequestError{Status: res.StatusCode, Err: fmt.Errorf("decode response: %w", err)}
-	}
-	if len(br.Items) != len(results) {
-		return &RequestError{Status: res.StatusCode,
-			Err: fmt.Errorf("response has %d items for %d documents", len(br.Items), len(results))}
-	}
-	for i, item := range br.Items {
-		for _, it := range item { // one entry, keyed by the action ("create")
-			results[i] = classify(it.Status, it.Error)
-		}
-	}
-	return nil
-}
-
-func classify(status int, e *struct {
-	Type   string `json:"type"`
-	Reason string `json:"reason"`
-}) ItemResult {
-	r := ItemResult{Status: status}
-	if e != nil {
-		r.Reason = fmt.Sprintf("%d %s: %s", status, e.Type, e.Reason)
-	}
+	raw, err := io.ReadAll(io.LimitReader(res.Body, maxResponseBytes+1))
 	switch {
-	case status >= 200 && status < 300:
-		r.Outcome = Delivered
-	case status == http.StatusConflict && (e == nil || e.Type == "version_conflict_engine_exception"):
-		// create found the id already indexed: an earlier attempt or a
-		// replay delivered it.
-		r.Outcome = Delivered
-	case status == http.StatusTooManyRequests || status >= 500:
-		r.Outcome = Retry
-	default:
-		r.Outcome = Rejected
+	case err != nil:
+		return failAll(n, &RequestError{Status: res.StatusCode, Type: "network", Err: fmt.Errorf("read response: %w", err)})
+	case len(raw) > maxResponseBytes:
+		return failAll(n, &RequestError{Status: res.StatusCode, Type: "bad_response",
+			Err: fmt.Errorf("response longer than %d bytes", maxResponseBytes)})
 	}
-	return r
-}
-
-func retryAfter(h http.Header) time.Duration {
-	if s, err := strconv.Atoi(h.Get("Retry-After")); err == nil && s > 0 {
-		return time.Duration(s) * time.Second
-	}
-	return 0
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…"
+	return readAnswer(res.StatusCode, res.Header, raw, n)
 }

@@ -5,14 +5,21 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
+
+	"go.uber.org/goleak"
 
 	"github.com/shipper-agent/shipper"
 	"github.com/shipper-agent/shipper/outputs/elasticsearch"
 	"github.com/shipper-agent/shipper/outputs/elasticsearch/estest"
 )
+
+// TestMain checks that no test leaves a goroutine behind (a connection of
+// an Output not closed, a server not stopped).
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func newOutput(t *testing.T, srv *estest.Server, mutate func(*elasticsearch.Config)) *elasticsearch.Output {
 	t.Helper()
@@ -61,7 +68,7 @@ func TestDocuments(t *testing.T) {
 			map[string]any{"@timestamp": "2026-11-21T06:30:00.123Z", "message": "panic: boom\n\tat main.go:1"}},
 		{"json array is wrapped", `[1,2]`, map[string]any{"@timestamp": "2026-11-21T06:30:00.123Z", "message": `[1,2]`}},
 		{"broken json is wrapped", `{"a":`, map[string]any{"@timestamp": "2026-11-21T06:30:00.123Z", "message": `{"a":`}},
-		{"empty value", ``, map[string]any{"@timestamp": "2026-11-21T06:30:00.123Z", "message": ""}},
+		{"blank value is text", ` `, map[string]any{"@timestamp": "2026-11-21T06:30:00.123Z", "message": " "}},
 	}
 	srv := estest.New(t)
 	out := newOutput(t, srv, nil)
@@ -134,11 +141,14 @@ func TestSendItemOutcomes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []elasticsearch.Outcome{elasticsearch.Delivered, elasticsearch.Retry, elasticsearch.Rejected, elasticsearch.Retry}
+	want := []elasticsearch.Outcome{elasticsearch.Delivered, elasticsearch.Retry, elasticsearch.DeadLetter, elasticsearch.Retry}
 	for i, r := range res {
 		if r.Outcome != want[i] {
-			t.Errorf("item %d: %+v, want outcome %d", i, r, want[i])
+			t.Errorf("item %d: %+v, want outcome %s", i, r, want[i])
 		}
+	}
+	if res[2].Type != "mapper_parsing_exception" || res[1].Counted || res[3].Counted {
+		t.Errorf("results %+v", res)
 	}
 	if !strings.Contains(res[2].Reason, "400 mapper_parsing_exception") {
 		t.Errorf("rejection reason %q", res[2].Reason)
@@ -170,34 +180,76 @@ func TestSendSplitsLargeChunks(t *testing.T) {
 	}
 }
 
+// TestSendRequestFailure proves that a whole-request failure mid-Send stops
+// sending: earlier requests keep their results, the failed request's
+// documents are Retry with its status and the rest are Pending (not sent,
+// not an attempt).
 func TestSendRequestFailure(t *testing.T) {
-	srv := estest.New(t)
-	srv.OnRequest(func(n int) (int, string) {
-		if n == 2 {
-			return 429, "7"
-		}
-		return 0, ""
-	})
-	out := newOutput(t, srv, func(c *elasticsearch.Config) { c.MaxBulkBytes = 64 << 10 })
-	var values []string
-	for range 30 {
-		values = append(values, strings.Repeat("x", 5000))
+	cases := []struct {
+		name      string
+		fail      func(srv *estest.Server)
+		status    int
+		typ       string
+		retryWait time.Duration
+	}{
+		{"429 with Retry-After", func(srv *estest.Server) {
+			srv.OnRequest(func(n int) (int, string) {
+				if n == 2 {
+					return 429, "7"
+				}
+				return 0, ""
+			})
+		}, 429, "injected", 7 * time.Second},
+		{"connection dropped", func(srv *estest.Server) {
+			srv.OnBulk(func(b estest.Bulk) (int, string) {
+				if b.N == 2 {
+					panic(http.ErrAbortHandler)
+				}
+				return 0, ""
+			})
+		}, 0, "network", 0},
 	}
-	res, err := out.Send(context.Background(), records(values...))
-	var reqErr *elasticsearch.RequestError
-	if !errors.As(err, &reqErr) || reqErr.Status != 429 || reqErr.RetryAfter != 7*time.Second {
-		t.Fatalf("err = %#v", err)
-	}
-	delivered := 0
-	for _, r := range res {
-		if r.Outcome == elasticsearch.Delivered {
-			delivered++
-		} else if r.Outcome != elasticsearch.Retry {
-			t.Fatalf("unexpected outcome %+v", r)
-		}
-	}
-	if delivered == 0 || delivered != len(srv.Docs("test")) {
-		t.Fatalf("delivered %d, stored %d: the first request's outcomes must be kept", delivered, len(srv.Docs("test")))
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := estest.New(t)
+			tc.fail(srv)
+			out := newOutput(t, srv, func(c *elasticsearch.Config) { c.MaxBulkBytes = 64 << 10 })
+			var values []string
+			for range 40 {
+				values = append(values, strings.Repeat("x", 5000))
+			}
+			res, err := out.Send(context.Background(), records(values...))
+			var reqErr *elasticsearch.RequestError
+			if !errors.As(err, &reqErr) || reqErr.Status != tc.status || reqErr.Type != tc.typ ||
+				reqErr.RetryAfter != tc.retryWait || reqErr.Hold {
+				t.Fatalf("err = %#v", err)
+			}
+			if len(res) != len(values) {
+				t.Fatalf("%d results for %d records", len(res), len(values))
+			}
+			// The results run Delivered..., Retry..., Pending...
+			var got []string
+			for i, r := range res {
+				if len(got) == 0 || got[len(got)-1] != r.Outcome.String() {
+					got = append(got, r.Outcome.String())
+				}
+				if r.Outcome == elasticsearch.Retry && (r.Status != tc.status || r.Type != tc.typ || r.Counted || r.Reason == "") {
+					t.Fatalf("item %d: %+v", i, r)
+				}
+			}
+			if fmt.Sprint(got) != "[delivered retry pending]" {
+				t.Fatalf("outcomes run %v, want [delivered retry pending]", got)
+			}
+			delivered := 0
+			for _, r := range res {
+				if r.Outcome == elasticsearch.Delivered {
+					delivered++
+				}
+			}
+			if delivered != len(srv.Docs("test")) || srv.Requests() != 2 {
+				t.Fatalf("delivered %d, stored %d, %d requests", delivered, len(srv.Docs("test")), srv.Requests())
+			}
+		})
 	}
 }
 
@@ -211,10 +263,16 @@ func TestSendUnreachable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err := out.Send(context.Background(), records("a"))
+	defer out.Close()
+	res, err := out.Send(context.Background(), records("a", "b"))
 	var reqErr *elasticsearch.RequestError
-	if !errors.As(err, &reqErr) || reqErr.Status != 0 || res[0].Outcome != elasticsearch.Retry {
-		t.Fatalf("err = %v, res = %+v", err, res)
+	if !errors.As(err, &reqErr) || reqErr.Status != 0 || reqErr.Type != "network" || reqErr.Hold {
+		t.Fatalf("err = %#v", err)
+	}
+	for _, r := range res {
+		if r.Outcome != elasticsearch.Retry || r.Type != "network" || r.Counted {
+			t.Fatalf("res = %+v", res)
+		}
 	}
 }
 
@@ -230,6 +288,11 @@ func TestValidate(t *testing.T) {
 		{"uppercase index", func(c *elasticsearch.Config) { c.Index = "Logs" }, "index"},
 		{"workers", func(c *elasticsearch.Config) { c.Workers = 0 }, "workers"},
 		{"bulk bytes", func(c *elasticsearch.Config) { c.MaxBulkBytes = 10 }, "max_bulk_bytes"},
+		{"bulk bytes over 100MiB", func(c *elasticsearch.Config) { c.MaxBulkBytes = 100<<20 + 1 }, "max_bulk_bytes"},
+		{"tombstones", func(c *elasticsearch.Config) { c.Tombstones = "drop" }, "tombstones"},
+		{"invalid utf8", func(c *elasticsearch.Config) { c.InvalidUTF8 = "" }, "invalid_utf8"},
+		{"no attempts", func(c *elasticsearch.Config) { c.MaxItemAttempts = 0 }, "max_item_attempts"},
+		{"too many attempts", func(c *elasticsearch.Config) { c.MaxItemAttempts = 1001 }, "max_item_attempts"},
 		{"timeout", func(c *elasticsearch.Config) { c.RequestTimeout = 0 }, "request_timeout"},
 		{"backoff order", func(c *elasticsearch.Config) { c.RetryMaxBackoff = time.Millisecond }, "retry_max_backoff"},
 	}

@@ -283,7 +283,7 @@ func (r *result) bufferRun(ctx context.Context, parent string, set *workload.Set
 			bytes += int64(len(rec.Key) + len(rec.Value))
 		}
 		r.encoded += c.RawBytes
-		if err := b.Ack(c, nil); err != nil {
+		if err := b.Ack(ctx, c, nil); err != nil {
 			return err
 		}
 	}

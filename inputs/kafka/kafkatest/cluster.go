@@ -13,6 +13,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/shipper-agent/shipper"
 )
 
 // Cluster is an in-process single-broker Kafka cluster with a client for
@@ -56,6 +58,7 @@ type Message struct {
 	Partition int32
 	Key       []byte
 	Value     []byte
+	Headers   []shipper.Header
 	Time      time.Time
 }
 
@@ -65,6 +68,9 @@ func (c *Cluster) Produce(t testing.TB, msgs ...Message) []int64 {
 	recs := make([]*kgo.Record, len(msgs))
 	for i, m := range msgs {
 		recs[i] = &kgo.Record{Topic: m.Topic, Partition: m.Partition, Key: m.Key, Value: m.Value, Timestamp: m.Time}
+		for _, h := range m.Headers {
+			recs[i].Headers = append(recs[i].Headers, kgo.RecordHeader{Key: h.Key, Value: h.Value})
+		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

@@ -2,14 +2,20 @@
 // that speaks the real bulk protocol (NDJSON request, per-item response,
 // the X-Elastic-Product header the client checks), stores documents by
 // index and id, and answers create for an existing id with a 409 as
-// Elasticsearch does. Hooks inject failures per request or per document.
+// Elasticsearch does. Like Elasticsearch it parses the whole request before
+// indexing anything: a malformed line fails the request with a 400 and
+// nothing stored. Hooks inject failures per request or per document, and
+// MaxContentLength refuses large bodies as http.max_content_length does.
+//
+// Hooks run one request at a time, with the server's lock held: they must
+// not call the Server's methods.
 package estest
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -21,16 +27,21 @@ import (
 type Server struct {
 	*httptest.Server
 
-	mu   sync.Mutex
-	docs map[string]map[string]json.RawMessage // index -> id -> source
-	// Requests counts bulk requests received.
-	requests int
-	// RequestHook, if set, may fail a whole bulk request: a non-zero status
-	// is returned with no per-item results. n counts bulk requests from 1.
-	requestHook func(n int) (status int, retryAfter string)
-	// ItemHook, if set, may fail one document: a non-zero status is
-	// returned for the item with the error type.
-	itemHook func(id string, source []byte) (status int, errType string)
+	mu               sync.Mutex
+	docs             map[string]map[string]json.RawMessage // index -> id -> source
+	requests         int                                   // bulk requests received
+	maxContentLength int
+	bulkHook         func(b Bulk) (status int, body string)
+	requestHook      func(n int) (status int, retryAfter string)
+	itemHook         func(id string, source []byte) (status int, errType string)
+	itemResponseHook func(id string) (raw string, ok bool)
+}
+
+// Bulk describes one bulk request to an OnBulk hook.
+type Bulk struct {
+	N    int      // counts bulk requests from 1, as OnRequest's n
+	IDs  []string // the documents' ids, in request order
+	Size int      // the request body's length in bytes
 }
 
 // New starts a fake node; it is closed when the test ends.
@@ -41,18 +52,55 @@ func New(t testing.TB) *Server {
 	return s
 }
 
-// OnRequest sets the whole-request failure hook.
+// MaxContentLength makes the node refuse a bulk body over n bytes as
+// Elasticsearch does for http.max_content_length: 413, an empty body,
+// Content-Length 0, no X-Elastic-Product header, and the connection closed.
+// 0 (the default) sets no limit.
+func (s *Server) MaxContentLength(n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.maxContentLength = n
+}
+
+// OnBulk sets a hook that may fail a whole bulk request, knowing its
+// documents: a non-zero status answers the request with that status and
+// body, with the X-Elastic-Product header (as Elasticsearch sends on its
+// JSON errors), and nothing is stored. It runs before the OnRequest hook.
+// A hook may panic(http.ErrAbortHandler) to drop the connection without an
+// answer, as a network failure would.
+func (s *Server) OnBulk(f func(b Bulk) (status int, body string)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.bulkHook = f
+}
+
+// OnRequest sets a hook that may fail a whole bulk request: a non-zero
+// status is returned, with Retry-After if retryAfter is not empty and an
+// Elasticsearch error body, and nothing is stored. n counts bulk requests
+// from 1.
 func (s *Server) OnRequest(f func(n int) (status int, retryAfter string)) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.requestHook = f
 }
 
-// OnItem sets the per-document failure hook.
+// OnItem sets a hook that may fail one document: a non-zero status is
+// returned for the item with the error type, and the document is not
+// stored.
 func (s *Server) OnItem(f func(id string, source []byte) (status int, errType string)) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.itemHook = f
+}
+
+// OnItemResponse sets a hook that may replace one item of the bulk
+// response with arbitrary JSON (such as {}), as a broken proxy or node
+// might. The document itself is handled as usual (stored if it would be);
+// only its answer changes, and the response's errors flag is set.
+func (s *Server) OnItemResponse(f func(id string) (raw string, ok bool)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.itemResponseHook = f
 }
 
 // Docs returns a copy of the documents of an index, by id.
@@ -66,7 +114,8 @@ func (s *Server) Docs(index string) map[string]json.RawMessage {
 	return out
 }
 
-// Requests returns the number of bulk requests received.
+// Requests returns the number of bulk requests received, including those
+// refused.
 func (s *Server) Requests() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -87,12 +136,48 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-type item map[string]any
+// op is one action and its source line.
+type op struct {
+	action, index, id string
+	source            []byte
+}
 
 func (s *Server) bulk(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.requests++
+	limit := int64(s.maxContentLength)
+	if limit > 0 && r.ContentLength > limit {
+		// Refused from the header, before reading the body, as
+		// Elasticsearch does.
+		tooLarge(w)
+		return
+	}
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		return
+	}
+	if limit > 0 && int64(len(body)) > limit { // a chunked body
+		tooLarge(w)
+		return
+	}
+	ops, err := parseBulk(body)
+	if err != nil {
+		w.WriteHeader(http.StatusBadRequest)
+		fmt.Fprintf(w, `{"error":{"type":"illegal_argument_exception","reason":%q},"status":400}`, err.Error())
+		return
+	}
+	if s.bulkHook != nil {
+		ids := make([]string, len(ops))
+		for i, o := range ops {
+			ids[i] = o.id
+		}
+		if status, body := s.bulkHook(Bulk{N: s.requests, IDs: ids, Size: len(body)}); status != 0 {
+			w.WriteHeader(status)
+			io.WriteString(w, body)
+			return
+		}
+	}
 	if s.requestHook != nil {
 		if status, ra := s.requestHook(s.requests); status != 0 {
 			if ra != "" {
@@ -103,51 +188,88 @@ func (s *Server) bulk(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	sc := bufio.NewScanner(r.Body)
-	sc.Buffer(make([]byte, 0, 1<<20), 64<<20)
-	var items []item
+	var out bytes.Buffer
 	hasErrors := false
-	for sc.Scan() {
+	for i, o := range ops {
+		item, ok := s.index(o)
+		if s.itemResponseHook != nil {
+			if raw, replaced := s.itemResponseHook(o.id); replaced {
+				item, ok = []byte(raw), false
+			}
+		}
+		hasErrors = hasErrors || !ok
+		if i > 0 {
+			out.WriteByte(',')
+		}
+		out.Write(item) // as is: a hook may write any bytes
+	}
+	fmt.Fprintf(w, `{"took":1,"errors":%t,"items":[%s]}`, hasErrors, out.Bytes())
+}
+
+// index applies one operation and returns its response item, and whether
+// it succeeded.
+func (s *Server) index(o op) (json.RawMessage, bool) {
+	res := map[string]any{"_index": o.index, "_id": o.id}
+	status, errType := 201, ""
+	if s.itemHook != nil {
+		if st, et := s.itemHook(o.id, o.source); st != 0 {
+			status, errType = st, et
+		}
+	}
+	if status == 201 && !json.Valid(o.source) {
+		status, errType = 400, "document_parsing_exception"
+	}
+	if status == 201 && o.action == "create" && s.docs[o.index][o.id] != nil {
+		status, errType = 409, "version_conflict_engine_exception"
+	}
+	if status == 201 {
+		if s.docs[o.index] == nil {
+			s.docs[o.index] = map[string]json.RawMessage{}
+		}
+		s.docs[o.index][o.id] = o.source
+		res["result"] = "created"
+	} else {
+		res["error"] = map[string]string{"type": errType, "reason": strings.ReplaceAll(errType, "_", " ") + " for [" + o.id + "]"}
+	}
+	res["status"] = status
+	raw, _ := json.Marshal(map[string]any{o.action: res})
+	return raw, status == 201
+}
+
+// parseBulk reads a whole NDJSON bulk body, as Elasticsearch does before
+// executing any of it.
+func parseBulk(body []byte) ([]op, error) {
+	if len(body) > 0 && body[len(body)-1] != '\n' {
+		return nil, fmt.Errorf("The bulk request must be terminated by a newline [\\n]")
+	}
+	lines := bytes.Split(bytes.TrimSuffix(body, []byte("\n")), []byte("\n"))
+	var ops []op
+	for i := 0; i < len(lines); i += 2 {
 		var action map[string]struct {
 			Index string `json:"_index"`
 			ID    string `json:"_id"`
 		}
-		if err := json.Unmarshal(sc.Bytes(), &action); err != nil || len(action) != 1 {
-			http.Error(w, `{"error":{"type":"illegal_argument_exception","reason":"malformed action line"},"status":400}`, 400)
-			return
+		if err := json.Unmarshal(lines[i], &action); err != nil || len(action) != 1 {
+			return nil, fmt.Errorf("Malformed action/metadata line [%d], expected a single action object", i+1)
 		}
-		if !sc.Scan() {
-			http.Error(w, `{"error":{"type":"illegal_argument_exception","reason":"missing source line"},"status":400}`, 400)
-			return
+		if i+1 >= len(lines) {
+			return nil, fmt.Errorf("Malformed action/metadata line [%d], missing source line", i+1)
 		}
-		source := bytes.Clone(sc.Bytes())
-		for op, meta := range action {
-			res := item{"_index": meta.Index, "_id": meta.ID}
-			status, errType := 201, ""
-			if s.itemHook != nil {
-				if st, et := s.itemHook(meta.ID, source); st != 0 {
-					status, errType = st, et
-				}
-			}
-			if status == 201 && !json.Valid(source) {
-				status, errType = 400, "document_parsing_exception"
-			}
-			if status == 201 && op == "create" && s.docs[meta.Index][meta.ID] != nil {
-				status, errType = 409, "version_conflict_engine_exception"
-			}
-			if status == 201 {
-				if s.docs[meta.Index] == nil {
-					s.docs[meta.Index] = map[string]json.RawMessage{}
-				}
-				s.docs[meta.Index][meta.ID] = source
-				res["result"] = "created"
-			} else {
-				hasErrors = true
-				res["error"] = map[string]string{"type": errType, "reason": strings.ReplaceAll(errType, "_", " ") + " for [" + meta.ID + "]"}
-			}
-			res["status"] = status
-			items = append(items, item{op: res})
+		for name, meta := range action {
+			ops = append(ops, op{action: name, index: meta.Index, id: meta.ID, source: bytes.Clone(lines[i+1])})
 		}
 	}
-	json.NewEncoder(w).Encode(map[string]any{"took": 1, "errors": hasErrors, "items": items})
+	return ops, nil
+}
+
+// tooLarge answers as Elasticsearch does to a body over
+// http.max_content_length (measured on 8.19): 413, an empty body,
+// Content-Length 0, no X-Elastic-Product, and it closes the connection.
+func tooLarge(w http.ResponseWriter) {
+	h := w.Header()
+	h.Del("X-Elastic-Product")
+	h.Del("Content-Type")
+	h.Set("Content-Length", "0")
+	h.Set("Connection", "close")
+	w.WriteHeader(http.StatusRequestEntityTooLarge)
 }
