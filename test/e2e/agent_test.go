@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
@@ -38,6 +39,14 @@ type agentOpts struct {
 	ESURL string
 	// RequestTimeout is elasticsearch.request_timeout; default the agent's.
 	RequestTimeout string
+	// ESExtra is more HCL inside the elasticsearch block, e.g.
+	// `max_item_attempts = 3`.
+	ESExtra string
+	// TopExtra is more HCL at the top level, e.g. a dead_letter block or
+	// `shutdown_timeout = "5s"` (which replaces the default 20s).
+	TopExtra string
+	// Env is added to the agent's environment ("ES_PASSWORD=...").
+	Env []string
 }
 
 // agentProc is a shipper process under test.
@@ -45,6 +54,7 @@ type agentProc struct {
 	t       *testing.T
 	cmd     *exec.Cmd
 	api     string
+	config  string // its configuration file
 	logPath string
 	done    chan error
 }
@@ -85,10 +95,16 @@ func writeConfig(t *testing.T, o agentOpts) (string, string) {
 	if o.RequestTimeout != "" {
 		esExtra = fmt.Sprintf("request_timeout = %q", o.RequestTimeout)
 	}
+	esExtra += "\n  " + o.ESExtra
+	shutdown := `shutdown_timeout = "20s"`
+	if strings.Contains(o.TopExtra, "shutdown_timeout") {
+		shutdown = ""
+	}
 	api := freePort(t)
 	cfg := fmt.Sprintf(`
 data_dir = %q
-shutdown_timeout = "20s"
+%s
+%s
 log {
   level  = "info"
   format = "json"
@@ -118,7 +134,7 @@ elasticsearch {
   retry_max_backoff     = "2s"
   %s
 }
-`, o.DataDir, api, stack.KafkaBrokers, o.Topic, o.Group, o.SessionTimeout, kafkaExtra,
+`, o.DataDir, shutdown, o.TopExtra, api, stack.KafkaBrokers, o.Topic, o.Group, o.SessionTimeout, kafkaExtra,
 		o.ChunkSize, o.FlushInterval, bufferExtra, o.Extra, o.ESURL, o.Index, esExtra)
 	path := filepath.Join(o.DataDir, "shipper.hcl")
 	if err := os.MkdirAll(o.DataDir, 0o755); err != nil {
@@ -141,10 +157,11 @@ func startAgent(t *testing.T, o agentOpts) *agentProc {
 	}
 	cmd := exec.Command(binary, "run", "-config", path)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.Env = append(os.Environ(), o.Env...)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	a := &agentProc{t: t, cmd: cmd, api: "http://" + api, logPath: logPath, done: make(chan error, 1)}
+	a := &agentProc{t: t, cmd: cmd, api: "http://" + api, config: path, logPath: logPath, done: make(chan error, 1)}
 	go func() { a.done <- cmd.Wait(); logFile.Close() }()
 	t.Cleanup(func() {
 		if cmd.ProcessState == nil {
@@ -157,7 +174,9 @@ func startAgent(t *testing.T, o agentOpts) *agentProc {
 	})
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		res, err := http.Get(a.api + "/api/health")
+		// Status, not health: an agent that is up but held answers 503
+		// on /api/health.
+		res, err := http.Get(a.api + "/api/status")
 		if err == nil {
 			res.Body.Close()
 			if res.StatusCode == 200 {
@@ -230,6 +249,21 @@ func (a *agentProc) lastLogLine(substr string) string {
 	return ""
 }
 
+// cli runs `shipper args...` against this agent's configuration (so the
+// command finds its API) and returns its stdout; it fails the test unless
+// the command exits 0.
+func (a *agentProc) cli(args ...string) string {
+	a.t.Helper()
+	args = append(args, "-config", a.config)
+	var stdout, stderr bytes.Buffer
+	cmd := exec.Command(binary, args...)
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		a.t.Fatalf("shipper %s: %v\nstdout: %.2000s\nstderr: %s", strings.Join(args, " "), err, stdout.String(), stderr.String())
+	}
+	return stdout.String()
+}
+
 // stop sends SIGTERM and requires a clean exit within the timeout.
 func (a *agentProc) stop(timeout time.Duration) {
 	a.t.Helper()
@@ -274,12 +308,19 @@ type agentStatus struct {
 		GCReclaimed    int64   `json:"gc_reclaimed_bytes"`
 		DeadLetters    int64   `json:"dead_letters"`
 		Quarantined    int     `json:"quarantined"`
+		SealedRecords  int     `json:"sealed_records"`
 	} `json:"buffer"`
 	Output struct {
 		Indexed      int64 `json:"indexed"`
 		Duplicates   int64 `json:"duplicates"`
+		Skipped      int64 `json:"skipped"`
 		DeadLettered int64 `json:"dead_lettered"`
 		Retries      int64 `json:"retries"`
+		Held         *struct {
+			Reason    string `json:"reason"`
+			Documents int    `json:"documents"`
+		} `json:"held"`
+		BulkLimit int64 `json:"bulk_limit_bytes"`
 	} `json:"output"`
 }
 
@@ -325,4 +366,59 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() (bool
 func mustJSON(v any) *bytes.Reader {
 	b, _ := json.Marshal(v)
 	return bytes.NewReader(b)
+}
+
+// deadLetterLine is one line of `shipper dlq list -json`.
+type deadLetterLine struct {
+	ID        string   `json:"id"`
+	Topic     string   `json:"topic"`
+	Partition int32    `json:"partition"`
+	Offset    int64    `json:"offset"`
+	Type      string   `json:"type"`
+	Reasons   []string `json:"reasons"`
+	Attempts  int      `json:"attempts"`
+	Size      int      `json:"size"`
+	Value     string   `json:"value"`
+}
+
+func (a *agentProc) deadLetters() []deadLetterLine {
+	a.t.Helper()
+	var out []deadLetterLine
+	sc := bufio.NewScanner(strings.NewReader(a.cli("dlq", "list", "-json")))
+	sc.Buffer(nil, 64<<20)
+	for sc.Scan() {
+		var d deadLetterLine
+		if err := json.Unmarshal(sc.Bytes(), &d); err != nil {
+			a.t.Fatalf("dlq list -json: %v: %.300s", err, sc.Text())
+		}
+		out = append(out, d)
+	}
+	return out
+}
+
+// health returns the status code and body of GET /api/health.
+func (a *agentProc) health() (int, string) {
+	a.t.Helper()
+	var body map[string]any
+	code := a.getJSON("GET", "/api/health", &body)
+	b, _ := json.Marshal(body)
+	return code, string(b)
+}
+
+// heldHealth reads GET /api/health: its status code, whether it says
+// delivery is held, and why.
+func heldHealth(a *agentProc) (code int, held bool, reason, body string) {
+	a.t.Helper()
+	code, body = a.health()
+	var h struct {
+		Status string `json:"status"`
+		Held   *struct {
+			Reason string `json:"reason"`
+		} `json:"held"`
+	}
+	json.Unmarshal([]byte(body), &h)
+	if h.Held != nil {
+		reason = h.Held.Reason
+	}
+	return code, h.Status == "held", reason, body
 }

@@ -74,6 +74,12 @@ func Record(i int) []byte {
 // CreateTopic creates a topic (if it does not exist) and waits until every
 // partition has a leader.
 func CreateTopic(ctx context.Context, broker, topic string, partitions int) error {
+	return CreateTopicWith(ctx, broker, topic, partitions, nil)
+}
+
+// CreateTopicWith is CreateTopic with topic configuration, such as
+// "max.message.bytes".
+func CreateTopicWith(ctx context.Context, broker, topic string, partitions int, configs map[string]string) error {
 	conn, err := kafka.DialContext(ctx, "tcp", broker)
 	if err != nil {
 		return fmt.Errorf("dial %s: %w", broker, err)
@@ -88,7 +94,11 @@ func CreateTopic(ctx context.Context, broker, topic string, partitions int) erro
 		return fmt.Errorf("dial controller: %w", err)
 	}
 	defer cc.Close()
-	err = cc.CreateTopics(kafka.TopicConfig{Topic: topic, NumPartitions: partitions, ReplicationFactor: 1})
+	tc := kafka.TopicConfig{Topic: topic, NumPartitions: partitions, ReplicationFactor: 1}
+	for k, v := range configs {
+		tc.ConfigEntries = append(tc.ConfigEntries, kafka.ConfigEntry{ConfigName: k, ConfigValue: v})
+	}
+	err = cc.CreateTopics(tc)
 	if err != nil && !errors.Is(err, kafka.TopicAlreadyExists) {
 		return fmt.Errorf("create topic %s: %w", topic, err)
 	}
