@@ -379,23 +379,17 @@ func (s *DeadLetterStore) put(ctx context.Context, entries []keyed) error {
 		}
 		return nil
 	})
-	s.dbWrites.RLock()
-	wb := s.db.NewWriteBatch()
-	var err error
-	for _, e := range entries {
-		if err = s.deleteExtraPieces(wb, e.key); err != nil {
-			break
+	err := s.batch(func(wb *badger.WriteBatch) error {
+		for _, e := range entries {
+			if err := s.deleteExtraPieces(wb, e.key); err != nil {
+				return err
+			}
+			if _, err := setPieces(wb, e.key, e.data); err != nil {
+				return err
+			}
 		}
-		if err = setBatchPieces(wb, e.key, e.data); err != nil {
-			break
-		}
-	}
-	if err == nil {
-		err = wb.Flush()
-	} else {
-		wb.Cancel()
-	}
-	s.dbWrites.RUnlock()
+		return nil
+	})
 	if err != nil {
 		return err
 	}
@@ -406,19 +400,17 @@ func (s *DeadLetterStore) put(ctx context.Context, entries []keyed) error {
 	return nil
 }
 
-func setBatchPieces(wb *badger.WriteBatch, k, data []byte) error {
-	n := pieceCount(int64(len(data)))
-	for i := range n {
-		part := data[i*pieceSize : min((i+1)*pieceSize, len(data))]
-		pk := k
-		if i > 0 {
-			pk = pieceKey(k, i)
-		}
-		if err := wb.Set(pk, part); err != nil {
-			return err
-		}
+// batch runs fn on a write batch, which badger commits in as many
+// transactions as it takes, never concurrently with GC's DropPrefix.
+func (s *DeadLetterStore) batch(fn func(*badger.WriteBatch) error) error {
+	s.dbWrites.RLock()
+	defer s.dbWrites.RUnlock()
+	wb := s.db.NewWriteBatch()
+	if err := fn(wb); err != nil {
+		wb.Cancel()
+		return err
 	}
-	return nil
+	return wb.Flush()
 }
 
 // deleteExtraPieces deletes the pieces after the first of the entry stored
@@ -510,35 +502,20 @@ func (s *DeadLetterStore) deleteKeys(keys [][]byte, sizes []int64) error {
 		}
 		return nil
 	})
-	s.dbWrites.RLock()
-	wb := s.db.NewWriteBatch()
-	var err error
 	var gone, freed int64
-	for i, k := range keys {
-		if pieces[i] == 0 {
-			continue // already gone
-		}
-		for p := range pieces[i] {
-			pk := k
-			if p > 0 {
-				pk = pieceKey(k, p)
+	err := s.batch(func(wb *badger.WriteBatch) error {
+		for i, k := range keys {
+			if pieces[i] == 0 {
+				continue // already gone
 			}
-			if err = wb.Delete(pk); err != nil {
-				break
+			if err := deletePieces(wb, k, pieces[i]); err != nil {
+				return err
 			}
+			gone++
+			freed += sizes[i]
 		}
-		if err != nil {
-			break
-		}
-		gone++
-		freed += sizes[i]
-	}
-	if err == nil {
-		err = wb.Flush()
-	} else {
-		wb.Cancel()
-	}
-	s.dbWrites.RUnlock()
+		return nil
+	})
 	if err != nil {
 		return err
 	}

@@ -36,9 +36,15 @@ func pieceCount(n int64) int {
 	return int((n + pieceSize - 1) / pieceSize)
 }
 
+// writer is what pieces are written to: a transaction or a write batch.
+type writer interface {
+	Set(k, v []byte) error
+	Delete(k []byte) error
+}
+
 // setPieces stores data under k, in pieces if it is larger than pieceSize.
 // It returns the number of pieces.
-func setPieces(txn *badger.Txn, k, data []byte) (int, error) {
+func setPieces(txn writer, k, data []byte) (int, error) {
 	n := pieceCount(int64(len(data)))
 	for i := range n {
 		part := data[i*pieceSize : min((i+1)*pieceSize, len(data))]
@@ -78,7 +84,7 @@ func getPieces(txn *badger.Txn, k []byte, n int, dst []byte) ([]byte, error) {
 }
 
 // deletePieces deletes the value stored under k in n pieces.
-func deletePieces(txn *badger.Txn, k []byte, n int) error {
+func deletePieces(txn writer, k []byte, n int) error {
 	if err := txn.Delete(k); err != nil {
 		return err
 	}
