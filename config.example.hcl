@@ -116,6 +116,33 @@ elasticsearch {
   idle_conn_timeout = "30s"
   # TCP keepalive idle time (probes every keepalive/3, 3 probes).
   keepalive = "15s"
+  # Retire any connection this old once idle (load balancers rebalance).
+  conn_max_lifetime = "5m"
+
+  # The connection pool. A node is marked dead on what happens on the wire
+  # (refused, a reset on a fresh connection, a TLS failure, a stall, a
+  # proxy's 502/503/504, silence while another node answers), never on the
+  # caller's deadline; a dead node is probed with a plain TCP connect every
+  # probe_interval (jittered) and comes back on its first answered GET /.
+  probe_interval = "1s"
+  # Backoff ceiling of the GET / probes of a node that accepts connections
+  # but does not answer.
+  resurrect_max = "30s"
+  # A request body that drains no bytes, or an answer that delivers none,
+  # for this long is a stall: its connection is closed and the request goes
+  # to another node. TCP_USER_TIMEOUT is twice this.
+  stall_timeout = "10s"
+  # A written request unanswered this long (longer for large bulks, or for a
+  # node that has been slow) is sent again, first on a fresh connection,
+  # then to another node; the first answer wins. 0 turns hedging off.
+  hedge_after = "2s"
+  # Hedges are at most this share of the last minute's requests, and pause
+  # after a 429.
+  hedge_budget = 0.1
+  # Chunks wait, a node looks alive, and no bulk request returned for this
+  # long: the delivery workers are restarted; still stuck as long again,
+  # /api/health reports the pipeline wedged.
+  pipeline_stall_timeout = "5m"
   # Jittered exponential backoff between delivery attempts. Delivery gives
   # up on a document only as max_item_attempts says; data stays buffered
   # until Elasticsearch takes it. Documents held because the cluster or the

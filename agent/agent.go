@@ -33,6 +33,7 @@ type Agent struct {
 	started time.Time
 
 	replaying sync.Mutex // held while a dead-letter replay runs
+	watchdog  *pipelineWatchdog
 }
 
 // New opens the buffer and binds the API listener, so that a broken
@@ -61,8 +62,11 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 		return nil, fmt.Errorf("api listener: %w", err)
 	}
 	a := &Agent{cfg: cfg, log: log, buf: buf, out: out, in: in, ln: ln, started: time.Now()}
-	a.metrics = newMetrics(func() float64 { return float64(in.Consumed()) }, buf.Stats, func() *HoldStatus { return a.deliver.held() })
+	a.metrics = newMetrics(metricSources{consumed: func() float64 { return float64(in.Consumed()) }, buffer: buf.Stats,
+		held: func() *HoldStatus { return a.deliver.held() }, nodes: out.Nodes})
 	a.deliver = newDeliverer(buf, out, cfg.Elasticsearch, log.With("component", "deliver"), a.metrics)
+	a.watchdog = &pipelineWatchdog{timeout: cfg.Elasticsearch.PipelineStallTimeout, lastProgress: a.deliver.lastProgress,
+		waiting: a.deliveryWaiting, log: log.With("component", "watchdog")}
 	return a, nil
 }
 
@@ -89,15 +93,15 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 	}()
 
-	deliverCtx, stopDelivery := context.WithCancel(context.Background())
-	var workers sync.WaitGroup
-	for range a.cfg.Elasticsearch.Workers {
-		workers.Add(1)
-		go func() {
-			defer workers.Done()
-			a.deliver.run(deliverCtx)
-		}()
-	}
+	workers := &workerGroup{d: a.deliver, n: a.cfg.Elasticsearch.Workers}
+	workers.start()
+	a.watchdog.restart = workers.restart
+	watchCtx, stopWatch := context.WithCancel(context.Background())
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		a.watchdog.run(watchCtx)
+	}()
 	inputCtx, stopInput := context.WithCancel(context.Background())
 	inputDone := make(chan error, 1)
 	go func() { inputDone <- a.in.Run(inputCtx) }()
@@ -126,8 +130,10 @@ func (a *Agent) Run(ctx context.Context) error {
 			"chunks", st.DiskChunks, "records", st.DiskRecords)
 	}
 	cancelDrain()
-	stopDelivery()
-	workers.Wait()
+	stopWatch()
+	if !workers.stop(deadline.Add(-reserve / 2)) {
+		a.log.Error("delivery workers did not stop in time; their chunks stay on disk for the next start")
+	}
 	stopInput()
 	commitCtx, cancelCommit := context.WithDeadline(context.Background(), deadline)
 	select {
@@ -146,6 +152,21 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	a.log.Info("shipper stopped")
 	return runErr
+}
+
+// deliveryWaiting reports chunks waiting for delivery while a node looks
+// alive: what the pipeline watchdog expects to move.
+func (a *Agent) deliveryWaiting() bool {
+	if a.buf.Stats().DiskChunks == 0 {
+		return false
+	}
+	nodes, _ := a.out.Nodes()
+	for _, n := range nodes {
+		if n.State == "alive" {
+			return true
+		}
+	}
+	return false
 }
 
 // Status is the agent's state, served at /api/status.
@@ -173,6 +194,8 @@ type OutputStatus struct {
 	// BulkLimit is the largest bulk request body sent, in bytes:
 	// max_bulk_bytes, or less once Elasticsearch answered 413.
 	BulkLimit int64 `json:"bulk_limit_bytes"`
+	// Nodes is each Elasticsearch node's state in the connection pool.
+	Nodes []elasticsearch.NodeStatus `json:"nodes"`
 }
 
 // Version is set at build time with -ldflags "-X ...agent.Version=...".
@@ -180,6 +203,7 @@ var Version = "dev"
 
 // Status returns the agent's current state.
 func (a *Agent) Status() Status {
+	nodes, _ := a.out.Nodes()
 	return Status{
 		Version:  Version,
 		Uptime:   time.Since(a.started).Round(time.Second).String(),
@@ -194,6 +218,7 @@ func (a *Agent) Status() Status {
 			Retries:      int64(counterValue(a.metrics.retries)),
 			Held:         a.deliver.held(),
 			BulkLimit:    a.out.BulkLimit(),
+			Nodes:        nodes,
 		},
 	}
 }

@@ -19,7 +19,7 @@ import (
 
 // handler serves the operator API:
 //
-//	GET  /api/health       200 while the agent delivers; 503 while delivery is held
+//	GET  /api/health       200 while the agent delivers; 503 while delivery is held or wedged
 //	GET  /api/status       JSON: input, buffer and output state
 //	POST /api/flush        seal the open chunk and deliver everything buffered
 //	                       now; ?wait=DURATION blocks until done or the wait ends
@@ -43,13 +43,20 @@ func (a *Agent) handler() http.Handler {
 
 // Health answers GET /api/health.
 type Health struct {
-	// Status is "ok", or "held" while Elasticsearch refuses documents
-	// for a reason that is not theirs (Held says why).
+	// Status is "ok"; "held" while Elasticsearch refuses documents for a
+	// reason that is not theirs (Held says why); "wedged" when the
+	// delivery pipeline stopped and restarting its workers did not help
+	// (Reason says so): the process needs a restart.
 	Status string      `json:"status"`
 	Held   *HoldStatus `json:"held,omitempty"`
+	Reason string      `json:"reason,omitempty"`
 }
 
 func (a *Agent) handleHealth(w http.ResponseWriter, r *http.Request) {
+	if reason := a.watchdog.reason(); reason != "" {
+		writeJSON(w, http.StatusServiceUnavailable, Health{Status: "wedged", Reason: reason})
+		return
+	}
 	if h := a.deliver.held(); h != nil {
 		writeJSON(w, http.StatusServiceUnavailable, Health{Status: "held", Held: h})
 		return

@@ -31,6 +31,7 @@ func newTestAgent(t *testing.T) (*Agent, *estest.Server) {
 	cfg.Buffer.FlushInterval = time.Hour
 	cfg.Elasticsearch.URLs = []string{srv.URL}
 	cfg.Elasticsearch.Password = "hunter2-secret"
+	cfg.Elasticsearch.HedgeAfter = 0 // a slow fake under -race must not be hedged
 	cfg.resolve()
 	a, err := New(cfg, slog.New(slog.DiscardHandler))
 	if err != nil {
@@ -65,8 +66,13 @@ func TestAPIHealthStatusMetrics(t *testing.T) {
 		t.Fatal("status leaks the password")
 	}
 	code, body = call(t, h, "GET", "/api/metrics")
-	if code != 200 || !strings.Contains(body, "shipper_buffer_open_records 5") || !strings.Contains(body, "go_goroutines") {
+	if code != 200 || !strings.Contains(body, "shipper_buffer_open_records 5") || !strings.Contains(body, "go_goroutines") ||
+		!strings.Contains(body, `shipper_output_node_up{node="`+a.cfg.Elasticsearch.URLs[0]+`"} 1`) ||
+		!strings.Contains(body, `shipper_output_stalls_total{layer="upload"} 0`) {
 		t.Fatalf("metrics: %d %.500s", code, body)
+	}
+	if len(st.Output.Nodes) != 1 || st.Output.Nodes[0].State != "alive" {
+		t.Fatalf("status nodes: %+v", st.Output.Nodes)
 	}
 	if code, _ := call(t, h, "GET", "/api/flush"); code != http.StatusMethodNotAllowed {
 		t.Fatalf("GET /api/flush: %d", code)

@@ -60,6 +60,9 @@ type deliverer struct {
 
 	// backingOff counts workers waiting in a backoff (tests wait for it).
 	backingOff atomic.Int32
+	// progress is when a bulk request last returned (unix nanoseconds),
+	// whatever its answer: the pipeline watchdog's clock.
+	progress atomic.Int64
 }
 
 // holdState is one delivery held by a hold outcome.
@@ -70,10 +73,15 @@ type holdState struct {
 }
 
 func newDeliverer(src chunkSource, out sender, cfg es.Config, log *slog.Logger, m *metrics) *deliverer {
-	return &deliverer{src: src, out: out, log: log, m: m,
+	d := &deliverer{src: src, out: out, log: log, m: m,
 		initial: cfg.RetryInitialBackoff, maxWait: cfg.RetryMaxBackoff, maxAttempts: cfg.MaxItemAttempts,
 		kick: make(chan struct{}), holds: map[*holdState]struct{}{}}
+	d.progress.Store(time.Now().UnixNano())
+	return d
 }
+
+// lastProgress is when a bulk request last returned.
+func (d *deliverer) lastProgress() time.Time { return time.Unix(0, d.progress.Load()) }
 
 // retryNow wakes workers waiting in a backoff (an operator's flush).
 func (d *deliverer) retryNow() {
@@ -224,6 +232,7 @@ func (d *deliverer) deliverItems(ctx context.Context, what string, items []item)
 			recs = append(recs, items[i].rec)
 		}
 		results, err := d.out.Send(ctx, recs)
+		d.progress.Store(time.Now().UnixNano())
 		d.m.sendAttempt(err)
 		next := pending[:0]
 		var heldReason, retryReason string

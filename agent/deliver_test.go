@@ -44,12 +44,14 @@ func newFixture(t *testing.T) *fixture {
 	ec.RetryInitialBackoff = 5 * time.Millisecond
 	ec.RetryMaxBackoff = 20 * time.Millisecond
 	ec.MaxItemAttempts = 3
+	ec.HedgeAfter = 0 // a slow fake under -race must not be hedged: counts would move to duplicates
 	out, err := es.New(ec, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	f := &fixture{buf: buf, srv: srv}
-	f.m = newMetrics(func() float64 { return 0 }, buf.Stats, func() *HoldStatus { return f.d.held() })
+	f.m = newMetrics(metricSources{consumed: func() float64 { return 0 }, buffer: buf.Stats,
+		held: func() *HoldStatus { return f.d.held() }, nodes: out.Nodes})
 	f.d = newDeliverer(buf, out, ec, slog.New(slog.DiscardHandler), f.m)
 	return f
 }

@@ -35,11 +35,22 @@ type metrics struct {
 // Elasticsearch, a set shipper does not control.
 const maxReasonLabels = 50
 
-func newMetrics(consumed func() float64, stats func() buffer.Stats, held func() *HoldStatus) *metrics {
+// metricSources are where the gauges and the pool's counters are read.
+type metricSources struct {
+	consumed func() float64
+	buffer   func() buffer.Stats
+	held     func() *HoldStatus
+	// nodes is nil where there is no output (tests of the delivery loop
+	// with a fake sender).
+	nodes func() ([]es.NodeStatus, es.PoolStats)
+}
+
+func newMetrics(src metricSources) *metrics {
+	consumed, stats, held := src.consumed, src.buffer, src.held
 	reg := prometheus.NewRegistry()
 	docs := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "shipper_output_documents_total",
-		Help: "Documents by final outcome, once each: indexed, duplicate (already indexed: a replay), skipped (tombstones), dead_lettered.",
+		Help: "Documents by final outcome, once each: indexed, duplicate (found already indexed: a replay after a restart, or the loser of a hedged request), skipped (tombstones), dead_lettered.",
 	}, []string{"outcome"})
 	bulk := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "shipper_output_send_attempts_total",
@@ -122,7 +133,65 @@ func newMetrics(consumed func() float64, stats func() buffer.Stats, held func() 
 			return 0
 		}),
 	)
+	if src.nodes != nil {
+		reg.MustRegister(poolCollector{src.nodes})
+	}
 	return m
+}
+
+// poolCollector exports the connection pool's state and counters.
+type poolCollector struct {
+	nodes func() ([]es.NodeStatus, es.PoolStats)
+}
+
+var (
+	descNodeUp = prometheus.NewDesc("shipper_output_node_up",
+		"1 while the Elasticsearch node is in rotation, 0 while it is dead and probed.", []string{"node"}, nil)
+	descNodeInFlight = prometheus.NewDesc("shipper_output_node_in_flight_requests",
+		"Requests on the node now.", []string{"node"}, nil)
+	descDeaths = prometheus.NewDesc("shipper_output_node_deaths_total",
+		"Nodes marked dead: refused, reset on a fresh connection, TLS failure, stall, a proxy's 502/503/504, or silent while another node answered.", nil, nil)
+	descResurrections = prometheus.NewDesc("shipper_output_node_resurrections_total",
+		"Dead nodes brought back by a probe.", nil, nil)
+	descStalls = prometheus.NewDesc("shipper_output_stalls_total",
+		"Stalled sends caught, by layer: upload (no bytes drained for stall_timeout), body (no bytes of the answer), response (no answer within request_timeout).", []string{"layer"}, nil)
+	descHedges = prometheus.NewDesc("shipper_output_hedges_total",
+		"Requests sent again while the first was unanswered past its hedge deadline, by result: won (the hedge answered first) or lost.", []string{"result"}, nil)
+	descProbes = prometheus.NewDesc("shipper_output_probes_total",
+		"Probes of dead nodes, by kind (connect: plain TCP; full: GET / on a fresh connection) and result.", []string{"kind", "result"}, nil)
+	descReroutes = prometheus.NewDesc("shipper_output_reroutes_total",
+		"Requests sent at once to another node (or a fresh connection) after failing on one.", nil, nil)
+)
+
+func (c poolCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descNodeUp, descNodeInFlight, descDeaths, descResurrections, descStalls, descHedges, descProbes, descReroutes} {
+		ch <- d
+	}
+}
+
+func (c poolCollector) Collect(ch chan<- prometheus.Metric) {
+	nodes, st := c.nodes()
+	for _, n := range nodes {
+		up := 0.0
+		if n.State == "alive" {
+			up = 1
+		}
+		ch <- prometheus.MustNewConstMetric(descNodeUp, prometheus.GaugeValue, up, n.URL)
+		ch <- prometheus.MustNewConstMetric(descNodeInFlight, prometheus.GaugeValue, float64(n.InFlight), n.URL)
+	}
+	ch <- prometheus.MustNewConstMetric(descDeaths, prometheus.CounterValue, float64(st.Deaths))
+	ch <- prometheus.MustNewConstMetric(descResurrections, prometheus.CounterValue, float64(st.Resurrections))
+	for _, layer := range []string{"upload", "body", "response"} {
+		ch <- prometheus.MustNewConstMetric(descStalls, prometheus.CounterValue, float64(st.Stalls[layer]), layer)
+	}
+	ch <- prometheus.MustNewConstMetric(descHedges, prometheus.CounterValue, float64(st.HedgeWins), "won")
+	ch <- prometheus.MustNewConstMetric(descHedges, prometheus.CounterValue, float64(st.Hedges-st.HedgeWins), "lost")
+	for _, kind := range []string{"connect", "full"} {
+		for _, result := range []string{"ok", "failed"} {
+			ch <- prometheus.MustNewConstMetric(descProbes, prometheus.CounterValue, float64(st.Probes[kind+"_"+result]), kind, result)
+		}
+	}
+	ch <- prometheus.MustNewConstMetric(descReroutes, prometheus.CounterValue, float64(st.Reroutes))
 }
 
 func (m *metrics) sendAttempt(err error) {

@@ -60,6 +60,38 @@ type Config struct {
 	// KeepAlive is the TCP keepalive idle time (then probes every
 	// KeepAlive/3, 3 probes). Default 15s.
 	KeepAlive time.Duration `hcl:"keepalive,optional"`
+	// ConnMaxLifetime retires a connection this old once it is idle, so
+	// that load balancers can rebalance. Default 5m.
+	ConnMaxLifetime time.Duration `hcl:"conn_max_lifetime,optional"`
+	// StallTimeout: a request body that drains no bytes, or an answer
+	// that delivers none, for this long is a stall: its connection is
+	// closed, the node counts it, and the request goes to another node.
+	// The kernel's TCP_USER_TIMEOUT is twice this. Default 10s.
+	StallTimeout time.Duration `hcl:"stall_timeout,optional"`
+	// HedgeAfter is the least time to wait for an answer to a written
+	// request before sending it again (a hedge): first on a fresh
+	// connection to the same node, then to another node. The wait grows
+	// with what the node has shown: three times its slowest recent answer
+	// for that size. The first answer wins; documents are created under
+	// deterministic ids, so a second copy is a 409. 0 turns hedging off.
+	// Default 2s.
+	HedgeAfter time.Duration `hcl:"hedge_after,optional"`
+	// HedgeBudget bounds hedges to this share of the requests of the last
+	// minute (at least 3 a minute); hedging also pauses for 30s after a
+	// 429. Default 0.1.
+	HedgeBudget float64 `hcl:"hedge_budget,optional"`
+	// ProbeInterval is how often a dead node is probed with a plain TCP
+	// connect (jittered by ±25%); once it accepts connections, a GET / on
+	// a fresh connection brings it back. Default 1s.
+	ProbeInterval time.Duration `hcl:"probe_interval,optional"`
+	// ResurrectMax bounds the backoff of full probes of a node that
+	// accepts connections but does not answer them. Default 30s.
+	ResurrectMax time.Duration `hcl:"resurrect_max,optional"`
+	// PipelineStallTimeout: when chunks wait, a node looks alive and no
+	// bulk request has returned for this long, the delivery workers are
+	// restarted; if that does not help within as long again, /api/health
+	// reports the pipeline wedged. At least 2 × request_timeout. Default 5m.
+	PipelineStallTimeout time.Duration `hcl:"pipeline_stall_timeout,optional"`
 	// RetryInitialBackoff and RetryMaxBackoff bound the jittered exponential
 	// backoff between attempts to deliver a chunk (used by the delivery
 	// loop). Retries give up on a document only as max_item_attempts says:
@@ -75,20 +107,27 @@ const maxBulkBytes = 100 << 20
 // DefaultConfig returns the defaults documented on Config.
 func DefaultConfig() Config {
 	return Config{
-		URLs:                []string{"http://127.0.0.1:9200"},
-		Index:               "shipper-logs",
-		Workers:             2,
-		MaxBulkBytes:        8 << 20,
-		Tombstones:          "skip",
-		InvalidUTF8:         "base64",
-		MaxItemAttempts:     10,
-		RequestTimeout:      60 * time.Second,
-		DialTimeout:         5 * time.Second,
-		TLSHandshakeTimeout: 10 * time.Second,
-		IdleConnTimeout:     30 * time.Second,
-		KeepAlive:           15 * time.Second,
-		RetryInitialBackoff: 500 * time.Millisecond,
-		RetryMaxBackoff:     30 * time.Second,
+		URLs:                 []string{"http://127.0.0.1:9200"},
+		Index:                "shipper-logs",
+		Workers:              2,
+		MaxBulkBytes:         8 << 20,
+		Tombstones:           "skip",
+		InvalidUTF8:          "base64",
+		MaxItemAttempts:      10,
+		RequestTimeout:       60 * time.Second,
+		DialTimeout:          5 * time.Second,
+		TLSHandshakeTimeout:  10 * time.Second,
+		IdleConnTimeout:      30 * time.Second,
+		KeepAlive:            15 * time.Second,
+		ConnMaxLifetime:      5 * time.Minute,
+		StallTimeout:         10 * time.Second,
+		HedgeAfter:           2 * time.Second,
+		HedgeBudget:          0.1,
+		ProbeInterval:        time.Second,
+		ResurrectMax:         30 * time.Second,
+		PipelineStallTimeout: 5 * time.Minute,
+		RetryInitialBackoff:  500 * time.Millisecond,
+		RetryMaxBackoff:      30 * time.Second,
 	}
 }
 
@@ -147,10 +186,24 @@ func (c Config) Validate() error {
 		"request_timeout": c.RequestTimeout, "dial_timeout": c.DialTimeout,
 		"tls_handshake_timeout": c.TLSHandshakeTimeout, "idle_conn_timeout": c.IdleConnTimeout,
 		"keepalive": c.KeepAlive, "retry_initial_backoff": c.RetryInitialBackoff,
+		"conn_max_lifetime": c.ConnMaxLifetime, "stall_timeout": c.StallTimeout,
+		"probe_interval": c.ProbeInterval, "resurrect_max": c.ResurrectMax,
 		"retry_max_backoff": c.RetryMaxBackoff,
 	})
 	if c.RetryMaxBackoff < c.RetryInitialBackoff {
 		bad("retry_max_backoff", "must be at least retry_initial_backoff (%s)", c.RetryInitialBackoff)
+	}
+	if c.HedgeAfter < 0 {
+		bad("hedge_after", "must be 0 (off) or positive, got %s", c.HedgeAfter)
+	}
+	if c.HedgeBudget < 0 || c.HedgeBudget > 1 {
+		bad("hedge_budget", "must be between 0 and 1, got %g", c.HedgeBudget)
+	}
+	if c.PipelineStallTimeout < 2*c.RequestTimeout {
+		bad("pipeline_stall_timeout", "must be at least 2 × request_timeout (%s), got %s", 2*c.RequestTimeout, c.PipelineStallTimeout)
+	}
+	if c.ResurrectMax < c.ProbeInterval {
+		bad("resurrect_max", "must be at least probe_interval (%s)", c.ProbeInterval)
 	}
 	return p.Err()
 }

@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/elastic/elastic-transport-go/v8/elastictransport"
 
 	"github.com/elastic/go-elasticsearch/v8"
 	"github.com/elastic/go-elasticsearch/v8/esapi"
@@ -27,6 +29,9 @@ type Output struct {
 	cfg    Config
 	client *elasticsearch.Client
 	log    *slog.Logger
+	pool   *pool
+	stop   context.CancelFunc // stops the watchdog
+	wg     sync.WaitGroup
 	// learned is the largest request body, in bytes, to send, learned from
 	// 413 answers: half the smallest multi-document request refused; 0
 	// until one is. It only ever falls: a limit seen once (a node's or a
@@ -34,7 +39,8 @@ type Output struct {
 	learned atomic.Int64
 }
 
-// New creates the output. It does not contact Elasticsearch.
+// New creates the output. It does not contact Elasticsearch. Close stops
+// its background work: the stall watchdog and the probes of dead nodes.
 func New(cfg Config, log *slog.Logger) (*Output, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("elasticsearch config: %w", err)
@@ -42,12 +48,33 @@ func New(cfg Config, log *slog.Logger) (*Output, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	o := &Output{cfg: cfg, log: log}
+	w := &watchdog{stall: cfg.StallTimeout, lifetime: cfg.ConnMaxLifetime, log: log,
+		attempts: map[*attempt]struct{}{}, conns: map[*trackedConn]struct{}{}}
+	p, err := newPool(cfg, log, newNodeTransports(cfg, w))
+	if err != nil {
+		return nil, fmt.Errorf("elasticsearch nodes: %w", err)
+	}
+	w.onStall = func(a *attempt, layer string) {
+		p.count(func(s *PoolStats) { s.Stalls[layer]++ })
+		a.node.mu.Lock()
+		a.node.stalls++
+		a.node.mu.Unlock()
+		log.Warn("stalled send caught: closing its connection", "node", a.node.String(), "layer", layer,
+			"bytes_sent", a.sent(), "request_bytes", a.size, "elapsed", a.elapsed().Round(time.Millisecond).String(),
+			"stall_timeout", cfg.StallTimeout.String())
+	}
 	client, err := elasticsearch.NewClient(elasticsearch.Config{
 		Addresses: cfg.Addresses(),
 		Username:  cfg.Username,
 		Password:  cfg.Password.Reveal(),
 		APIKey:    cfg.APIKey.Reveal(),
-		Transport: newTransport(cfg),
+		Transport: &poolTransport{p: p, w: w, log: log},
+		// The pool decides which node serves a request and whether a node
+		// is alive, from what happened on the wire (pool.go).
+		ConnectionPoolFunc: func([]*elastictransport.Connection, elastictransport.Selector) elastictransport.ConnectionPool {
+			return p
+		},
 		// The delivery loop owns retries and backoff; the client's own
 		// retries would multiply attempts and hide outcomes from it.
 		DisableRetry: true,
@@ -58,41 +85,28 @@ func New(cfg Config, log *slog.Logger) (*Output, error) {
 	if err != nil {
 		return nil, fmt.Errorf("elasticsearch client: %w", err)
 	}
-	return &Output{cfg: cfg, client: client, log: log}, nil
+	o.client, o.pool = client, p
+	ctx, stop := context.WithCancel(context.Background())
+	o.stop = stop
+	o.wg.Add(1)
+	go func() {
+		defer o.wg.Done()
+		w.run(ctx)
+	}()
+	return o, nil
 }
 
-// newTransport bounds every stage of a connection: dial, TLS handshake,
-// idle lifetime, and keeps TCP keepalive probing idle connections, so that a
-// middlebox's idle timeout never kills a pooled connection unnoticed.
-func newTransport(cfg Config) *http.Transport {
-	d := &net.Dialer{
-		Timeout: cfg.DialTimeout,
-		KeepAliveConfig: net.KeepAliveConfig{
-			Enable: true, Idle: cfg.KeepAlive, Interval: max(cfg.KeepAlive/3, time.Second), Count: 3,
-		},
-	}
-	return &http.Transport{
-		Proxy:                 http.ProxyFromEnvironment,
-		DialContext:           d.DialContext,
-		TLSHandshakeTimeout:   cfg.TLSHandshakeTimeout,
-		IdleConnTimeout:       cfg.IdleConnTimeout,
-		MaxIdleConnsPerHost:   cfg.Workers,
-		MaxConnsPerHost:       cfg.Workers + 1,
-		ResponseHeaderTimeout: cfg.RequestTimeout,
-		ExpectContinueTimeout: time.Second,
-		// One TCP connection carries one request at a time, so a stalled
-		// connection stalls one bulk request, not all of them.
-		ForceAttemptHTTP2: false,
-	}
-}
-
-// Close releases idle connections.
+// Close stops the watchdog and the probes and closes idle connections.
+// It is safe to call more than once.
 func (o *Output) Close() error {
-	if t, ok := o.client.Transport.(interface{ CloseIdleConnections() }); ok {
-		t.CloseIdleConnections()
-	}
+	o.stop()
+	o.wg.Wait()
+	o.pool.close()
 	return nil
 }
+
+// Nodes returns the state of every node and what the pool did since start.
+func (o *Output) Nodes() ([]NodeStatus, PoolStats) { return o.pool.snapshot() }
 
 // BulkLimit is the current largest bulk request body, in bytes: the smaller
 // of max_bulk_bytes and the limit learned from 413 answers.
@@ -256,6 +270,11 @@ const maxResponseBytes = 64 << 20
 // bulk sends one bulk request of n documents and reads what its answer
 // means for each.
 func (o *Output) bulk(ctx context.Context, body []byte, n int) answer {
+	// While every node is dead, wait here for a probe to bring one
+	// back: the buffer holds the data, nothing spins.
+	if err := o.pool.waitAlive(ctx); err != nil {
+		return failAll(n, &RequestError{Type: "network", Err: fmt.Errorf("waiting for a live node: %w", err)})
+	}
 	ctx, cancel := context.WithTimeout(ctx, o.cfg.RequestTimeout)
 	defer cancel()
 	includeSource := false

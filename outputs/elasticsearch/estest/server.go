@@ -16,6 +16,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -48,6 +49,17 @@ type Bulk struct {
 func New(t testing.TB) *Server {
 	s := &Server{docs: map[string]map[string]json.RawMessage{}}
 	s.Server = httptest.NewServer(http.HandlerFunc(s.serve))
+	t.Cleanup(s.Close)
+	return s
+}
+
+// Serve starts a fake node on ln, for a test that needs a node on a given
+// address (one that comes back where it was); it is closed when the test
+// ends.
+func Serve(t testing.TB, ln net.Listener) *Server {
+	s := &Server{docs: map[string]map[string]json.RawMessage{}}
+	s.Server = &httptest.Server{Listener: ln, Config: &http.Server{Handler: http.HandlerFunc(s.serve)}}
+	s.Start()
 	t.Cleanup(s.Close)
 	return s
 }
