@@ -46,8 +46,10 @@ type Config struct {
 	// reason seen. Failures of the cluster (429, 502, 503, 504, whole-request
 	// errors) do not count. 1 to 1000, default 10.
 	MaxItemAttempts int `hcl:"max_item_attempts,optional"`
-	// RequestTimeout bounds one bulk request from start to response; a
-	// chunk split into several requests gives each its own. Default 60s.
+	// RequestTimeout bounds the wait for an answer once a request is
+	// written: past it, the node counts a stall (response). A request with
+	// its hedges or its one re-route ends within twice this; a chunk split
+	// into several requests gives each its own. Default 60s.
 	RequestTimeout time.Duration `hcl:"request_timeout,optional"`
 	// DialTimeout bounds opening a TCP connection. Default 5s.
 	DialTimeout time.Duration `hcl:"dial_timeout,optional"`

@@ -275,7 +275,10 @@ func (o *Output) bulk(ctx context.Context, body []byte, n int) answer {
 	if err := o.pool.waitAlive(ctx); err != nil {
 		return failAll(n, &RequestError{Type: "network", Err: fmt.Errorf("waiting for a live node: %w", err)})
 	}
-	ctx, cancel := context.WithTimeout(ctx, o.cfg.RequestTimeout)
+	// request_timeout bounds each attempt's wait for an answer (the
+	// transport's response layer, which counts against the node); this
+	// bound covers an attempt with its hedges or its one re-route.
+	ctx, cancel := context.WithTimeout(ctx, 2*o.cfg.RequestTimeout)
 	defer cancel()
 	includeSource := false
 	res, err := esapi.BulkRequest{

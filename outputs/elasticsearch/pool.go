@@ -295,7 +295,10 @@ func (p *pool) probe(n *node) {
 		case <-t.C:
 		}
 		if err := p.connectProbe(n); err != nil {
+			// Down for good, not half-there: once it accepts
+			// connections again, probe it fully at once.
 			p.probed("connect", err, n)
+			fullAt, fullFailures = time.Time{}, 0
 			continue
 		}
 		p.probed("connect", nil, n)
