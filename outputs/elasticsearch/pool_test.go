@@ -4,6 +4,8 @@ import (
 	"context"
 	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -423,4 +425,71 @@ func (m *middlebox) closeExisting() {
 		c.server.Close()
 	}
 	m.conns = nil
+}
+
+// An answer that stops arriving mid-body is a stall: the watchdog closes
+// its connection within stall_timeout instead of waiting for
+// request_timeout.
+func TestPoolBodyStallCaught(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("X-Elastic-Product", "Elasticsearch")
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(200)
+		io.WriteString(w, `{"errors":false,"items":[`)
+		w.(http.Flusher).Flush()
+		select { // and nothing more
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	defer srv.Close()
+	out := poolOutput(t, []string{srv.URL}, func(c *elasticsearch.Config) { c.HedgeAfter = 0 })
+	start := time.Now()
+	res, err := out.Send(context.Background(), records(`{}`))
+	if err == nil || res[0].Outcome != elasticsearch.Retry {
+		t.Fatalf("a stalled answer: %v %+v", err, res)
+	}
+	_, stats := out.Nodes()
+	if stats.Stalls["body"] != 1 {
+		t.Fatalf("stats %+v", stats)
+	}
+	t.Logf("caught after %s (stall_timeout 300ms, request_timeout 10s)", time.Since(start).Round(time.Millisecond))
+}
+
+// Connections older than conn_max_lifetime are retired once idle, so a load
+// balancer sees new ones.
+func TestPoolConnectionLifetime(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var conns atomic.Int64
+	srv := estest.Serve(t, countingListener{ln, &conns})
+	out := poolOutput(t, []string{srv.URL}, func(c *elasticsearch.Config) { c.ConnMaxLifetime = 100 * time.Millisecond })
+	sendAll(t, out, 1)
+	sendAll(t, out, 1)
+	if n := conns.Load(); n != 1 {
+		t.Fatalf("%d connections for two quick requests, want 1 (reused)", n)
+	}
+	waitFor(t, "the idle connection retired", func() bool {
+		sendAll(t, out, 1)
+		return conns.Load() > 1
+	})
+}
+
+// countingListener counts the connections it accepts.
+type countingListener struct {
+	net.Listener
+	n *atomic.Int64
+}
+
+func (l countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		l.n.Add(1)
+	}
+	return c, err
 }

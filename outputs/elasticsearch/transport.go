@@ -348,7 +348,7 @@ func (r *race) run() (*http.Response, error) {
 			soft = time.After(r.t.p.hedgeAfter(r.primary, first.size))
 		case <-soft:
 			soft = nil
-			if !replayable || stage == 2 || len(r.attempts) >= maxAttempts || !r.t.p.hedgeAllowed() {
+			if !replayable || stage == 2 || len(r.attempts) >= maxAttempts {
 				continue
 			}
 			other := r.t.p.pick(r.primary)
@@ -356,11 +356,14 @@ func (r *race) run() (*http.Response, error) {
 			case stage == 0 && (first.reused.Load() || other == nil):
 				// Suspect the connection before the node: a middlebox
 				// may have dropped a pooled connection silently.
+				if !r.t.p.hedgeAllowed() {
+					continue
+				}
 				r.hedge(r.primary, "no answer on a pooled connection")
 				stage = 1
 				soft = time.After(r.t.p.hedgeAfter(r.primary, first.size))
 				running++
-			case other != nil:
+			case other != nil && r.t.p.hedgeAllowed():
 				r.hedge(other, "no answer from "+r.primary.String())
 				stage = 2
 				running++
