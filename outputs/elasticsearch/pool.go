@@ -46,10 +46,13 @@ type NodeStatus struct {
 	// InFlight is the number of requests on the node now.
 	InFlight int64 `json:"in_flight"`
 	// NextProbe is when a dead node is probed next.
-	NextProbe     *time.Time `json:"next_probe,omitempty"`
-	Stalls        int64      `json:"stalls"`
-	Hedges        int64      `json:"hedges"`
-	Resurrections int64      `json:"resurrections"`
+	NextProbe *time.Time `json:"next_probe,omitempty"`
+	// IdleLimit is how long idle connections to the node live, when it
+	// was learned that something in between drops them silently.
+	IdleLimit     string `json:"idle_limit,omitempty"`
+	Stalls        int64  `json:"stalls"`
+	Hedges        int64  `json:"hedges"`
+	Resurrections int64  `json:"resurrections"`
 }
 
 // PoolStats counts what the pool did since start, for metrics.
@@ -88,12 +91,25 @@ type node struct {
 	lastErr       string
 	nextProbe     time.Time
 	lat           latencies
+	maxIdle       time.Duration // learned: idle connections die past it; 0 until learned
 	stalls        int64
 	hedges        int64
 	resurrections int64
 }
 
 func (n *node) String() string { return n.url.Redacted() }
+
+// idleLimit is how long a pooled connection may stay idle before the
+// watchdog retires it: what was learned of the path to the node, else no
+// limit beyond idle_conn_timeout.
+func (n *node) idleLimit() time.Duration {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.maxIdle == 0 {
+		return time.Duration(1<<63 - 1)
+	}
+	return n.maxIdle
+}
 
 type pool struct {
 	cfg    Config
@@ -256,6 +272,29 @@ func (p *pool) failed(n *node, reason string) {
 	p.log.Warn("Elasticsearch node marked dead; probing it", "node", n.String(), "reason", reason)
 	p.wg.Add(1)
 	go p.probe(n)
+}
+
+// learnIdle records that a pooled connection to n, idle for idle, was
+// dropped without a word (a hedge on a fresh connection answered instead):
+// from now on idle connections to n are retired after half that, so the
+// next request does not meet a dead one. It only ever falls, to 500ms at
+// the least.
+func (p *pool) learnIdle(n *node, idle time.Duration) {
+	if idle <= 0 {
+		return
+	}
+	limit := max(idle/2, 500*time.Millisecond)
+	n.mu.Lock()
+	lower := n.maxIdle == 0 || limit < n.maxIdle
+	if lower {
+		n.maxIdle = limit
+	}
+	n.mu.Unlock()
+	if lower {
+		p.log.Warn("a pooled connection idle this long went silent while a fresh one answered: something in between drops idle connections; "+
+			"retiring idle connections to this node sooner (set idle_conn_timeout below that path's idle timeout)",
+			"node", n.String(), "idle", idle.Round(time.Millisecond).String(), "retire_after", limit.Round(time.Millisecond).String())
+	}
 }
 
 // revive brings a dead node back into rotation.
@@ -444,6 +483,9 @@ func (p *pool) snapshot() ([]NodeStatus, PoolStats) {
 		n.mu.Lock()
 		s := NodeStatus{URL: n.String(), State: "alive", Since: n.since, Reason: n.reason, Failures: n.failures,
 			LastError: n.lastErr, InFlight: n.inflight.Load(), Stalls: n.stalls, Hedges: n.hedges, Resurrections: n.resurrections}
+		if n.maxIdle > 0 {
+			s.IdleLimit = n.maxIdle.String()
+		}
 		if !n.alive {
 			s.State = "dead"
 			if !n.nextProbe.IsZero() {

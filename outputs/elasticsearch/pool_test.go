@@ -319,6 +319,18 @@ func TestPoolDroppedIdleConnectionHedgedOnSameNode(t *testing.T) {
 	if took > 5*time.Second {
 		t.Fatalf("the send took %s", took)
 	}
+	// It learned that idle connections die: they are retired before the
+	// next request would meet one.
+	if st.IdleLimit != "500ms" {
+		t.Fatalf("idle limit %q, want the floor, 500ms (the dropped connection was idle for less)", st.IdleLimit)
+	}
+	sendAll(t, out, 3)
+	time.Sleep(800 * time.Millisecond)
+	mb.dropExisting()
+	sendAll(t, out, 3)
+	if st := nodeState(out, url); st.Hedges != 1 {
+		t.Fatalf("a request met a dropped idle connection again: %+v", st)
+	}
 }
 
 // A pooled connection the server closed while idle is replaced without the

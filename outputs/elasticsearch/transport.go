@@ -52,7 +52,9 @@ import (
 // trackedConn is a connection that records when it last moved bytes.
 type trackedConn struct {
 	net.Conn
+	node      *node
 	written   atomic.Int64 // bytes
+	idleSince atomic.Int64 // unix nanoseconds; 0 while busy or new
 	created   time.Time
 	lastWrite atomic.Int64 // unix nanoseconds
 	lastRead  atomic.Int64
@@ -122,6 +124,7 @@ type attempt struct {
 	started time.Time
 	phase   atomic.Int32
 	reused  atomic.Bool
+	idleFor atomic.Int64  // how long a reused connection had been idle
 	wrote   chan struct{} // closed once the request is written
 	wroteAt atomic.Int64
 	stalled atomic.Pointer[string] // the layer that caught a stall
@@ -228,7 +231,11 @@ func (w *watchdog) check(now time.Time) {
 		}
 	}
 	for c := range w.conns {
-		if !c.busy.Load() && now.Sub(c.created) > w.lifetime {
+		if c.busy.Load() {
+			continue
+		}
+		idle := c.idleSince.Load()
+		if now.Sub(c.created) > w.lifetime || (idle != 0 && now.Sub(time.Unix(0, idle)) > c.node.idleLimit()) {
 			expired = append(expired, c)
 		}
 	}
@@ -276,7 +283,7 @@ func newNodeTransports(cfg Config, w *watchdog) func(*node) (*http.Transport, *h
 				if err != nil {
 					return nil, err
 				}
-				tc := &trackedConn{Conn: c, created: time.Now(), w: w}
+				tc := &trackedConn{Conn: c, node: n, created: time.Now(), w: w}
 				tc.touch()
 				w.add(tc)
 				return tc, nil
@@ -504,7 +511,16 @@ func (r *race) win(a *attempt) *http.Response {
 	}
 	if a.hedge {
 		r.t.p.count(func(s *PoolStats) { s.HedgeWins++ })
-		if a.node != r.primary {
+		if a.node == r.primary {
+			// A fresh connection answered where a pooled one did not:
+			// something in between drops idle connections silently.
+			r.mu.Lock()
+			first := r.attempts[0]
+			r.mu.Unlock()
+			if first.node == a.node && first.reused.Load() {
+				r.t.p.learnIdle(a.node, time.Duration(first.idleFor.Load()))
+			}
+		} else {
 			// Another node answered while this one, on a fresh
 			// connection too, did not: the node is the trouble.
 			r.mu.Lock()
@@ -586,10 +602,12 @@ func (r *race) trace(a *attempt) *httptrace.ClientTrace {
 				return
 			}
 			c.busy.Store(true)
+			c.idleSince.Store(0)
 			c.touch()
 			a.base = c.written.Load()
 			a.conn.Store(c)
 			a.reused.Store(info.Reused)
+			a.idleFor.Store(int64(info.IdleTime))
 			a.phase.Store(phaseUploading)
 			r.t.w.watch(a)
 		},
@@ -602,8 +620,9 @@ func (r *race) trace(a *attempt) *httptrace.ClientTrace {
 			wroteOnce.Do(func() { close(a.wrote) })
 		},
 		GotFirstResponseByte: func() { a.phase.Store(phaseReading) },
-		PutIdleConn: func(error) {
-			if c := a.conn.Load(); c != nil {
+		PutIdleConn: func(err error) {
+			if c := a.conn.Load(); c != nil && err == nil {
+				c.idleSince.Store(time.Now().UnixNano())
 				c.busy.Store(false)
 			}
 		},
