@@ -530,7 +530,16 @@ func (r *race) win(a *attempt) *http.Response {
 			}
 			r.mu.Unlock()
 			if suspect {
-				r.t.p.failed(r.primary, fmt.Sprintf("no answer in %s while %s answered", a.answered().Round(time.Millisecond), a.node))
+				var silent time.Duration // since its first attempt was written
+				r.mu.Lock()
+				for _, b := range r.attempts {
+					if b.node == r.primary {
+						silent = max(silent, b.answered())
+					}
+				}
+				r.mu.Unlock()
+				r.t.p.failed(r.primary, fmt.Sprintf("no answer for %s, on a fresh connection too, while %s answered",
+					silent.Round(time.Millisecond), a.node))
 			}
 		}
 	}
