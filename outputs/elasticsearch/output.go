@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/http"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -227,7 +226,7 @@ func (o *Output) sendBatch(ctx context.Context, b *batch, results []ItemResult) 
 		var a answer
 		if !split {
 			a = o.bulk(ctx, body, n)
-			if a.split && a.status == http.StatusRequestEntityTooLarge {
+			if a.split && a.tooLarge {
 				o.lowerLimit(len(body))
 			}
 			split = a.split

@@ -24,6 +24,10 @@ type answer struct {
 	// what it holds (413 too large, 400 unparsable): the caller sends it
 	// again as two halves. results are then all Pending.
 	split bool
+	// tooLarge is set when the request was refused for its size: a 413, or
+	// a 429 saying the request alone is over the node's indexing-pressure
+	// limit. The caller lowers its bulk limit.
+	tooLarge bool
 }
 
 // readAnswer classifies one HTTP answer (status, headers, body) to a bulk
@@ -32,6 +36,13 @@ type answer struct {
 func readAnswer(status int, h http.Header, body []byte, n int) answer {
 	a := answer{status: status, results: make([]ItemResult, n)}
 	esType, esReason := errorBody(h, body)
+	answered := status
+	if status == http.StatusTooManyRequests && overIndexingPressure(esType, esReason) {
+		// Not throttling: this request alone is more than the node takes
+		// at once (indexing_pressure.memory.limit, 10% of its heap), and
+		// would be refused for ever. Treated as a 413.
+		status = http.StatusRequestEntityTooLarge
+	}
 	switch {
 	case status >= 200 && status < 300:
 		items, err := decodeItems(body, n)
@@ -49,15 +60,19 @@ func readAnswer(status int, h http.Header, body []byte, n int) answer {
 		// Halving finds the document; alone, it is a dead letter. (A
 		// parameter this Elasticsearch does not know would fail every
 		// document alone too: it is the cluster's, below.)
+		a.tooLarge = status == http.StatusRequestEntityTooLarge
 		if n != 1 {
 			a.split = n > 1
 			return a
 		}
-		r := ItemResult{Outcome: DeadLetter, Status: status, Type: esType,
-			Reason: oneLine(fmt.Sprintf("%d %s: %s", status, esType, esReason))}
+		r := ItemResult{Outcome: DeadLetter, Status: answered, Type: esType,
+			Reason: oneLine(fmt.Sprintf("%d %s: %s", answered, esType, esReason))}
 		if status == http.StatusRequestEntityTooLarge {
 			r.Type = "request_too_large"
 			r.Reason = "Elasticsearch refused the request with 413 (http.max_content_length or a proxy's limit)"
+			if esReason != "" {
+				r.Reason = "Elasticsearch refused the request: it alone is over the node's indexing pressure limit: " + oneLine(esReason)
+			}
 		}
 		a.results[0] = r
 		return a
@@ -252,4 +267,33 @@ func retryAfter(h http.Header) time.Duration {
 		return 0
 	}
 	return time.Duration(min(s, 24*3600)) * time.Second
+}
+
+// overIndexingPressure reports a 429 whose reason says the request by
+// itself is over the node's indexing-pressure limit, e.g. "rejected
+// execution of coordinating operation [..., coordinating_operation_bytes=
+// 54546944, max_coordinating_bytes=53687091]", as opposed to a node busy
+// with other requests.
+func overIndexingPressure(esType, reason string) bool {
+	if esType != "es_rejected_execution_exception" {
+		return false
+	}
+	op, okOp := reasonBytes(reason, "coordinating_operation_bytes=")
+	limit, okMax := reasonBytes(reason, "max_coordinating_bytes=")
+	return okOp && okMax && op > limit
+}
+
+// reasonBytes reads the number after key in an Elasticsearch reason.
+func reasonBytes(reason, key string) (int64, bool) {
+	i := strings.Index(reason, key)
+	if i < 0 {
+		return 0, false
+	}
+	rest := reason[i+len(key):]
+	end := strings.IndexFunc(rest, func(r rune) bool { return r < '0' || r > '9' })
+	if end < 0 {
+		end = len(rest)
+	}
+	n, err := strconv.ParseInt(rest[:end], 10, 64)
+	return n, err == nil
 }

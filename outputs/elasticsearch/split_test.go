@@ -264,3 +264,57 @@ func TestSendItemAnswers(t *testing.T) {
 		t.Fatalf("resend: %+v, %v", res, err)
 	}
 }
+
+// A 429 that says the request alone is over the node's indexing-pressure
+// limit is not throttling: retried as it is, it would be refused for ever.
+// It is split like a 413, and a document over the limit alone is
+// dead-lettered; a 429 from a node busy with other requests stays a retry.
+func TestSendOverIndexingPressure(t *testing.T) {
+	const limit = 64 << 10
+	pressure := func(size, maxBytes int) string {
+		return fmt.Sprintf(`{"error":{"type":"es_rejected_execution_exception","reason":"rejected execution of coordinating operation [coordinating_and_primary_bytes=0, replica_bytes=0, all_bytes=0, coordinating_operation_bytes=%d, max_coordinating_bytes=%d]"},"status":429}`, size, maxBytes)
+	}
+	srv := estest.New(t)
+	srv.OnBulk(func(b estest.Bulk) (int, string) {
+		if b.Size > limit {
+			return 429, pressure(b.Size, limit)
+		}
+		return 0, ""
+	})
+	out := newOutput(t, srv, func(c *elasticsearch.Config) { c.MaxBulkBytes = 8 << 20 })
+	var values []string
+	for i := range 300 {
+		values = append(values, fmt.Sprintf("%04d %s", i, strings.Repeat("x", 1000)))
+	}
+	values = append(values, strings.Repeat("z", 100<<10)) // over the limit alone
+	res, err := out.Send(context.Background(), records(values...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range res {
+		want := elasticsearch.Delivered
+		if i == len(values)-1 {
+			want = elasticsearch.DeadLetter
+		}
+		if r.Outcome != want {
+			t.Fatalf("record %d: %+v, want %s", i, r, want)
+		}
+	}
+	last := res[len(res)-1]
+	if last.Type != "request_too_large" || last.Status != 429 || !strings.Contains(last.Reason, "indexing pressure") {
+		t.Fatalf("the oversized document: %+v", last)
+	}
+	if n := len(srv.Docs("test")); n != 300 || out.BulkLimit() >= limit {
+		t.Fatalf("%d documents stored; bulk limit %d", n, out.BulkLimit())
+	}
+
+	// Busy with others: the request's own bytes are under the limit.
+	busy := estest.New(t)
+	busy.OnBulk(func(b estest.Bulk) (int, string) { return 429, pressure(1000, limit) })
+	out2 := newOutput(t, busy, nil)
+	res, err = out2.Send(context.Background(), records("a", "b"))
+	var reqErr *elasticsearch.RequestError
+	if !errors.As(err, &reqErr) || reqErr.Status != 429 || res[0].Outcome != elasticsearch.Retry || busy.Requests() != 1 {
+		t.Fatalf("a busy node: %v %+v (%d requests)", err, res, busy.Requests())
+	}
+}

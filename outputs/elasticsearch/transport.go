@@ -598,7 +598,8 @@ func (r *race) nodeFailure(a *attempt) string {
 func isTLSError(err error) bool {
 	var rec tls.RecordHeaderError
 	var cv *tls.CertificateVerificationError
-	return errors.As(err, &rec) || errors.As(err, &cv) || strings.Contains(err.Error(), "tls: ")
+	msg := err.Error()
+	return errors.As(err, &rec) || errors.As(err, &cv) || strings.Contains(msg, "tls: ") || strings.Contains(msg, "TLS handshake")
 }
 
 // trace follows an attempt through its connection's life.
