@@ -25,6 +25,7 @@ type agentOpts struct {
 	Topic, Group, Index string
 	DataDir             string
 	ChunkSize           string // default "1MiB"
+	MemoryLimit         string // default "64MiB"
 	FlushInterval       string // default "200ms"
 	Extra               string // more HCL inside the buffer block
 	// BufferDir is buffer.dir; default <DataDir>/buffer.
@@ -79,6 +80,9 @@ func writeConfig(t *testing.T, o agentOpts) (string, string) {
 	if o.FlushInterval == "" {
 		o.FlushInterval = "200ms"
 	}
+	if o.MemoryLimit == "" {
+		o.MemoryLimit = "64MiB"
+	}
 	if o.SessionTimeout == "" {
 		o.SessionTimeout = "10s"
 	}
@@ -123,7 +127,7 @@ kafka {
 buffer {
   chunk_size     = %q
   flush_interval = %q
-  memory_limit   = "64MiB"
+  memory_limit   = %q
   %s
   %s
 }
@@ -135,7 +139,7 @@ elasticsearch {
   %s
 }
 `, o.DataDir, shutdown, o.TopExtra, api, stack.KafkaBrokers, o.Topic, o.Group, o.SessionTimeout, kafkaExtra,
-		o.ChunkSize, o.FlushInterval, bufferExtra, o.Extra, o.ESURL, o.Index, esExtra)
+		o.ChunkSize, o.FlushInterval, o.MemoryLimit, bufferExtra, o.Extra, o.ESURL, o.Index, esExtra)
 	path := filepath.Join(o.DataDir, "shipper.hcl")
 	if err := os.MkdirAll(o.DataDir, 0o755); err != nil {
 		t.Fatal(err)

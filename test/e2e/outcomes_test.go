@@ -273,3 +273,47 @@ func requireDeadLetterOf(t *testing.T, d deadLetterLine, topic string, partition
 		t.Fatalf("the dead letter's value (%d bytes) is not the record's (%d bytes): %.200s", len(d.Value), len(value), d.Value)
 	}
 }
+
+// TestBulkOverIndexingPressure: a bulk request larger than the node's
+// indexing-pressure limit (10% of its heap: 51.2 MiB on the stack's node)
+// is refused with a 429 that no retry of the same request can pass. The
+// agent splits it, as for a 413, and learns a smaller bulk limit; every
+// record is indexed once.
+func TestBulkOverIndexingPressure(t *testing.T) {
+	const n = 120 // records of 512 KiB: 60 MiB in one chunk and, at first, one request
+	topic := topicName(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := loggen.CreateTopicWith(ctx, stack.KafkaBrokers, topic, 1, map[string]string{"max.message.bytes": fmt.Sprint(16 << 20)}); err != nil {
+		t.Fatal(err)
+	}
+	createIndex(t, topic, `{"properties":{"blob":{"type":"text","index":false}}}`)
+	values := make([][]byte, n)
+	for i := range values {
+		values[i] = fmt.Appendf(nil, `{"seq":%d,"blob":"%s"}`, i, strings.Repeat("b", 512<<10))
+	}
+	produceJSON(t, topic, values, 8<<20)
+	o := agentOpts{Topic: topic, Group: topic, Index: topic, DataDir: t.TempDir(),
+		ChunkSize: "64MiB", MemoryLimit: "256MiB", FlushInterval: "1h",
+		ESExtra: `max_bulk_bytes = "64MiB"`}
+	a := startAgent(t, o)
+	waitFor(t, time.Minute, "every record in the open chunk", func() (bool, string) {
+		st := a.stats()
+		return st.Consumed == n, fmt.Sprintf("consumed %d", st.Consumed)
+	})
+	var res struct {
+		Done  bool   `json:"done"`
+		Error string `json:"error"`
+	}
+	if code := a.getJSON("POST", "/api/flush?wait=2m", &res); code != 200 || !res.Done {
+		t.Fatalf("flush: %d %+v", code, res)
+	}
+	st := a.stats()
+	t.Logf("bulk limit learned: %d bytes; %d indexed, %d dead letters", st.Output.BulkLimit, st.Output.Indexed, st.Buffer.DeadLetters)
+	if st.Output.BulkLimit >= 64<<20 || st.Buffer.DeadLetters != 0 {
+		t.Fatalf("status after the flush: bulk limit %d, %d dead letters", st.Output.BulkLimit, st.Buffer.DeadLetters)
+	}
+	waitCommittedAtEnd(t, o.Group, topic, 1)
+	a.stop(30 * time.Second)
+	assertExactlyOnce(t, o.Index, topic, 1, n)
+}
