@@ -48,8 +48,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/segmentio/kafka-go"
-
 	"github.com/shipper-agent/shipper"
 	"github.com/shipper-agent/shipper/agent"
 	"github.com/shipper-agent/shipper/bench/internal/machine"
@@ -165,7 +163,7 @@ func run(ctx context.Context, args []string) error {
 		defer func() {
 			dctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
-			if err := deleteTopic(dctx, stack.KafkaBrokers, topic); err != nil {
+			if err := loggen.DeleteTopic(dctx, stack.KafkaBrokers, topic); err != nil {
 				fmt.Fprintf(os.Stderr, "membench: delete topic %s: %v (delete it by hand)\n", topic, err)
 			} else {
 				progress("deleted topic %s", topic)
@@ -288,24 +286,6 @@ func produceBacklog(ctx context.Context, broker, topic string, o options, progre
 		return produced{}, fmt.Errorf("produce: %w", err)
 	}
 	return produced{records: records.Load(), bytes: sent.Load(), took: time.Since(t0)}, nil
-}
-
-func deleteTopic(ctx context.Context, broker, topic string) error {
-	conn, err := kafka.DialContext(ctx, "tcp", broker)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	controller, err := conn.Controller()
-	if err != nil {
-		return err
-	}
-	cc, err := kafka.DialContext(ctx, "tcp", net.JoinHostPort(controller.Host, strconv.Itoa(controller.Port)))
-	if err != nil {
-		return err
-	}
-	defer cc.Close()
-	return cc.DeleteTopics(topic)
 }
 
 // sample is one observation of the agent.

@@ -20,8 +20,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/segmentio/kafka-go"
-
 	"github.com/shipper-agent/shipper/outputs/elasticsearch"
 )
 
@@ -409,22 +407,4 @@ func (e es) pollCount(ctx context.Context, index string, step time.Duration, out
 		case <-t.C:
 		}
 	}
-}
-
-func deleteTopic(ctx context.Context, broker, topic string) error {
-	conn, err := kafka.DialContext(ctx, "tcp", broker)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	controller, err := conn.Controller()
-	if err != nil {
-		return err
-	}
-	cc, err := kafka.DialContext(ctx, "tcp", net.JoinHostPort(controller.Host, strconv.Itoa(controller.Port)))
-	if err != nil {
-		return err
-	}
-	defer cc.Close()
-	return cc.DeleteTopics(topic)
 }

@@ -43,7 +43,7 @@ func (e *env) newTopic(ctx context.Context, name string, partitions int) (string
 	e.cleanup = append(e.cleanup, func() {
 		dctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		if err := deleteTopic(dctx, e.broker, topic); err != nil {
+		if err := loggen.DeleteTopic(dctx, e.broker, topic); err != nil {
 			e.progress("delete topic %s: %v (delete it by hand)", topic, err)
 		}
 	})

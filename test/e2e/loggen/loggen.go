@@ -119,6 +119,25 @@ func CreateTopicWith(ctx context.Context, broker, topic string, partitions int, 
 	}
 }
 
+// DeleteTopic deletes a topic through the cluster's controller.
+func DeleteTopic(ctx context.Context, broker, topic string) error {
+	conn, err := kafka.DialContext(ctx, "tcp", broker)
+	if err != nil {
+		return fmt.Errorf("dial %s: %w", broker, err)
+	}
+	defer conn.Close()
+	controller, err := conn.Controller()
+	if err != nil {
+		return fmt.Errorf("find controller: %w", err)
+	}
+	cc, err := kafka.DialContext(ctx, "tcp", net.JoinHostPort(controller.Host, strconv.Itoa(controller.Port)))
+	if err != nil {
+		return fmt.Errorf("dial controller: %w", err)
+	}
+	defer cc.Close()
+	return cc.DeleteTopics(topic)
+}
+
 // Writer returns a synchronous writer that waits for the broker's ack of
 // every batch and spreads records over partitions round-robin.
 func Writer(broker, topic string) *kafka.Writer {
