@@ -123,38 +123,6 @@ func TestSendReplayIsDelivered(t *testing.T) {
 	}
 }
 
-func TestSendItemOutcomes(t *testing.T) {
-	srv := estest.New(t)
-	srv.OnItem(func(id string, _ []byte) (int, string) {
-		switch id {
-		case "app-logs-2-101":
-			return 429, "es_rejected_execution_exception"
-		case "app-logs-2-102":
-			return 400, "mapper_parsing_exception"
-		case "app-logs-2-103":
-			return 503, "unavailable_shards_exception"
-		}
-		return 0, ""
-	})
-	out := newOutput(t, srv, nil)
-	res, err := out.Send(context.Background(), records("a", "b", "c", "d"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := []elasticsearch.Outcome{elasticsearch.Delivered, elasticsearch.Retry, elasticsearch.DeadLetter, elasticsearch.Retry}
-	for i, r := range res {
-		if r.Outcome != want[i] {
-			t.Errorf("item %d: %+v, want outcome %s", i, r, want[i])
-		}
-	}
-	if res[2].Type != "mapper_parsing_exception" || res[1].Counted || res[3].Counted {
-		t.Errorf("results %+v", res)
-	}
-	if !strings.Contains(res[2].Reason, "400 mapper_parsing_exception") {
-		t.Errorf("rejection reason %q", res[2].Reason)
-	}
-}
-
 func TestSendSplitsLargeChunks(t *testing.T) {
 	srv := estest.New(t)
 	out := newOutput(t, srv, func(c *elasticsearch.Config) { c.MaxBulkBytes = 64 << 10 })

@@ -231,6 +231,10 @@ func TestSendItemAnswers(t *testing.T) {
 			return 403, "cluster_block_exception"
 		case "app-logs-2-104":
 			return 400, "index_closed_exception"
+		case "app-logs-2-106":
+			return 429, "es_rejected_execution_exception"
+		case "app-logs-2-107":
+			return 400, "mapper_parsing_exception"
 		}
 		return 0, ""
 	})
@@ -238,7 +242,7 @@ func TestSendItemAnswers(t *testing.T) {
 	garble.Store(true)
 	srv.OnItemResponse(func(id string) (string, bool) { return "{}", garble.Load() && id == "app-logs-2-105" })
 	out := newOutput(t, srv, nil)
-	recs := records("a", "b", "c", "d", "e", "f")
+	recs := records("a", "b", "c", "d", "e", "f", "g", "h", "i")
 	res, err := out.Send(context.Background(), recs)
 	if err != nil {
 		t.Fatal(err)
@@ -250,11 +254,18 @@ func TestSendItemAnswers(t *testing.T) {
 		{Outcome: elasticsearch.Hold, Status: 403, Type: "cluster_block_exception"},
 		{Outcome: elasticsearch.Hold, Status: 400, Type: "index_closed_exception"},
 		{Outcome: elasticsearch.Pending, Type: "bad_response"},
+		{Outcome: elasticsearch.Retry, Status: 429, Type: "es_rejected_execution_exception"},
+		{Outcome: elasticsearch.DeadLetter, Status: 400, Type: "mapper_parsing_exception"},
+		{Outcome: elasticsearch.Delivered, Status: 201},
 	}
 	for i, r := range res {
+		reason := r.Reason
 		r.Reason = ""
 		if r != want[i] {
 			t.Errorf("item %d: %+v, want %+v", i, r, want[i])
+		}
+		if r.Outcome == elasticsearch.DeadLetter && !strings.Contains(reason, "400 mapper_parsing_exception") {
+			t.Errorf("item %d: reason %q", i, reason)
 		}
 	}
 	// The garbled item was indexed all the same: sent again, it is found.
