@@ -48,7 +48,7 @@ func New(cfg Config, log *slog.Logger) (*Output, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	o := &Output{cfg: cfg, log: log}
-	w := &watchdog{stall: cfg.StallTimeout, lifetime: cfg.ConnMaxLifetime, log: log,
+	w := &watchdog{stall: cfg.StallTimeout, lifetime: cfg.ConnMaxLifetime,
 		attempts: map[*attempt]struct{}{}, conns: map[*trackedConn]struct{}{}}
 	p, err := newPool(cfg, log, newNodeTransports(cfg, w))
 	if err != nil {

@@ -155,7 +155,6 @@ func (a *attempt) answered() time.Duration {
 type watchdog struct {
 	stall    time.Duration
 	lifetime time.Duration
-	log      *slog.Logger
 	onStall  func(a *attempt, layer string)
 
 	mu       sync.Mutex
