@@ -50,6 +50,7 @@ import (
 
 	"github.com/shipper-agent/shipper"
 	"github.com/shipper-agent/shipper/agent"
+	"github.com/shipper-agent/shipper/bench/internal/agentlog"
 	"github.com/shipper-agent/shipper/bench/internal/machine"
 	"github.com/shipper-agent/shipper/test/e2e/loggen"
 	"github.com/shipper-agent/shipper/test/e2e/stacktest"
@@ -459,7 +460,7 @@ func runAgent(ctx context.Context, tmp, broker, topic string, limit shipper.Byte
 	defer func() {
 		r.exit, r.shutdownTook = stopAgent(cmd, exited)
 		logFile.Close()
-		r.logCounts = countLog(logPath)
+		r.logCounts = agentlog.Count(logPath, func(level string) bool { return level == "WARN" || level == "ERROR" })
 		if r.problem != "" || r.exit != "exit 0" {
 			r.logTail = tail(logPath, 30)
 		}
@@ -613,32 +614,6 @@ func get(client *http.Client, url string) ([]byte, error) {
 		return nil, fmt.Errorf("%s: %s", url, resp.Status)
 	}
 	return io.ReadAll(resp.Body)
-}
-
-// countLog counts the agent's warnings and errors by message.
-func countLog(path string) map[string]int {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil
-	}
-	defer f.Close()
-	counts := map[string]int{}
-	sc := bufio.NewScanner(f)
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
-		var l struct {
-			Level string `json:"level"`
-			Msg   string `json:"msg"`
-		}
-		if json.Unmarshal(sc.Bytes(), &l) != nil {
-			counts["(not JSON) "+truncate(sc.Text(), 120)]++
-			continue
-		}
-		if l.Level == "WARN" || l.Level == "ERROR" {
-			counts[l.Level+" "+l.Msg]++
-		}
-	}
-	return counts
 }
 
 // tail returns the last n lines of a file.

@@ -223,29 +223,6 @@ func (a *agentProc) nodes() []elasticsearch.NodeStatus {
 	return st.Output.Nodes
 }
 
-// logCounts counts the agent's log lines by level and message.
-func (a *agentProc) logCounts() map[string]int {
-	f, err := os.Open(a.logPath)
-	if err != nil {
-		return nil
-	}
-	defer f.Close()
-	counts := map[string]int{}
-	sc := bufio.NewScanner(f)
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
-		var l struct {
-			Level string `json:"level"`
-			Msg   string `json:"msg"`
-		}
-		if json.Unmarshal(sc.Bytes(), &l) != nil {
-			continue
-		}
-		counts[l.Level+" "+l.Msg]++
-	}
-	return counts
-}
-
 // poolLog keeps the counts of the pool's own log lines and of warnings
 // and errors.
 func poolLog(counts map[string]int) string {

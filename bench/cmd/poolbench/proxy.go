@@ -73,6 +73,20 @@ var (
 
 // newProxy listens on a free port below the kernel's ephemeral range, so
 // that no outgoing connection takes the port while the proxy is stopped.
+// newProxyPair starts two proxies to upstream as nodes "<prefix>-A" and
+// "<prefix>-B"; A's receive buffer is rcvBufA (0: the system's). The caller
+// closes both.
+func newProxyPair(prefix, upstream string, rcvBufA int) (a, b *proxy, err error) {
+	if a, err = newProxy(prefix+"-A", upstream, rcvBufA, 0); err != nil {
+		return nil, nil, err
+	}
+	if b, err = newProxy(prefix+"-B", upstream, 0, 0); err != nil {
+		a.Close()
+		return nil, nil, err
+	}
+	return a, b, nil
+}
+
 func newProxy(name, upstream string, rcvBuf int, idle time.Duration) (*proxy, error) {
 	p := &proxy{name: name, upstream: upstream, rcvBuf: rcvBuf, idleBlackhole: idle, links: map[*link]struct{}{}}
 	ln, err := listenLowPort(p.listenConfig())

@@ -189,15 +189,11 @@ func runResurrection(ctx context.Context, esHost, index string, lanes []resLane,
 }
 
 func (l resLane) run(ctx context.Context, esHost, index string, progress func(string, ...any)) ([]resTrial, error) {
-	a, err := newProxy(fmt.Sprintf("%s-%d-A", l.pool, l.id), esHost, 0, 0)
+	a, b, err := newProxyPair(fmt.Sprintf("%s-%d", l.pool, l.id), esHost, 0)
 	if err != nil {
 		return nil, err
 	}
 	defer a.Close()
-	b, err := newProxy(fmt.Sprintf("%s-%d-B", l.pool, l.id), esHost, 0, 0)
-	if err != nil {
-		return nil, err
-	}
 	defer b.Close()
 	select {
 	case <-ctx.Done():

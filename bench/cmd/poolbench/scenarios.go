@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/shipper-agent/shipper/bench/internal/agentlog"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -69,7 +70,7 @@ type agentReport struct {
 func finish(a *agentProc) agentReport {
 	r := agentReport{counters: a.poolCounters(), nodes: a.nodes()}
 	r.exit = a.stop()
-	r.log = poolLog(a.logCounts())
+	r.log = poolLog(agentlog.Count(a.logPath, func(string) bool { return true }))
 	return r
 }
 
@@ -411,15 +412,11 @@ func runThroughput(ctx context.Context, e *env, records, reps int) (*tpResult, e
 	}
 	r.prodTook = time.Since(t0)
 	e.progress("throughput: %d records in Kafka (%s)", records, r.prodTook.Round(time.Millisecond))
-	a, err := newProxy("tp-A", e.esHost, 0, 0)
+	a, b, err := newProxyPair("tp", e.esHost, 0)
 	if err != nil {
 		return nil, err
 	}
 	defer a.Close()
-	b, err := newProxy("tp-B", e.esHost, 0, 0)
-	if err != nil {
-		return nil, err
-	}
 	defer b.Close()
 	// healthy, outage, outage, healthy, …: drift in the machine's load
 	// weighs on both alike.

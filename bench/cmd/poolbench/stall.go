@@ -150,17 +150,12 @@ func (r *stallRunner) primeToward(ctx context.Context, out *elasticsearch.Output
 // upload: A stops reading mid-upload.
 func (r *stallRunner) upload(ctx context.Context, stall time.Duration, n int) stallTrial {
 	t := stallTrial{kind: "upload", stall: stall, n: n}
-	a, err := newProxy("stall-A", r.esHost, 256<<10, 0)
+	a, b, err := newProxyPair("stall", r.esHost, 256<<10)
 	if err != nil {
 		t.problem = err.Error()
 		return t
 	}
 	defer a.Close()
-	b, err := newProxy("stall-B", r.esHost, 0, 0)
-	if err != nil {
-		t.problem = err.Error()
-		return t
-	}
 	defer b.Close()
 	out, err := r.newOutput([]string{a.URL(), b.URL()}, func(c *elasticsearch.Config) { c.StallTimeout = stall })
 	if err != nil {
@@ -209,17 +204,12 @@ func (r *stallRunner) response(ctx context.Context, pooled bool, n int) stallTri
 	if pooled {
 		t.kind = "response, pooled connection"
 	}
-	a, err := newProxy("resp-A", r.esHost, 0, 0)
+	a, b, err := newProxyPair("resp", r.esHost, 0)
 	if err != nil {
 		t.problem = err.Error()
 		return t
 	}
 	defer a.Close()
-	b, err := newProxy("resp-B", r.esHost, 0, 0)
-	if err != nil {
-		t.problem = err.Error()
-		return t
-	}
 	defer b.Close()
 	out, err := r.newOutput([]string{a.URL(), b.URL()}, nil)
 	if err != nil {

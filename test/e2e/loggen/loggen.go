@@ -71,6 +71,26 @@ func Record(i int) []byte {
 		svc, i, strings.Repeat("abcdefghij", 1100+i%300))
 }
 
+// dialController connects to broker and to the cluster's controller, which
+// creates and deletes topics. The caller closes both.
+func dialController(ctx context.Context, broker string) (conn, controller *kafka.Conn, err error) {
+	conn, err = kafka.DialContext(ctx, "tcp", broker)
+	if err != nil {
+		return nil, nil, fmt.Errorf("dial %s: %w", broker, err)
+	}
+	c, err := conn.Controller()
+	if err != nil {
+		conn.Close()
+		return nil, nil, fmt.Errorf("find controller: %w", err)
+	}
+	controller, err = kafka.DialContext(ctx, "tcp", net.JoinHostPort(c.Host, strconv.Itoa(c.Port)))
+	if err != nil {
+		conn.Close()
+		return nil, nil, fmt.Errorf("dial controller: %w", err)
+	}
+	return conn, controller, nil
+}
+
 // CreateTopic creates a topic (if it does not exist) and waits until every
 // partition has a leader.
 func CreateTopic(ctx context.Context, broker, topic string, partitions int) error {
@@ -80,19 +100,11 @@ func CreateTopic(ctx context.Context, broker, topic string, partitions int) erro
 // CreateTopicWith is CreateTopic with topic configuration, such as
 // "max.message.bytes".
 func CreateTopicWith(ctx context.Context, broker, topic string, partitions int, configs map[string]string) error {
-	conn, err := kafka.DialContext(ctx, "tcp", broker)
+	conn, cc, err := dialController(ctx, broker)
 	if err != nil {
-		return fmt.Errorf("dial %s: %w", broker, err)
+		return err
 	}
 	defer conn.Close()
-	controller, err := conn.Controller()
-	if err != nil {
-		return fmt.Errorf("find controller: %w", err)
-	}
-	cc, err := kafka.DialContext(ctx, "tcp", net.JoinHostPort(controller.Host, strconv.Itoa(controller.Port)))
-	if err != nil {
-		return fmt.Errorf("dial controller: %w", err)
-	}
 	defer cc.Close()
 	tc := kafka.TopicConfig{Topic: topic, NumPartitions: partitions, ReplicationFactor: 1}
 	for k, v := range configs {
@@ -121,19 +133,11 @@ func CreateTopicWith(ctx context.Context, broker, topic string, partitions int, 
 
 // DeleteTopic deletes a topic through the cluster's controller.
 func DeleteTopic(ctx context.Context, broker, topic string) error {
-	conn, err := kafka.DialContext(ctx, "tcp", broker)
+	conn, cc, err := dialController(ctx, broker)
 	if err != nil {
-		return fmt.Errorf("dial %s: %w", broker, err)
+		return err
 	}
 	defer conn.Close()
-	controller, err := conn.Controller()
-	if err != nil {
-		return fmt.Errorf("find controller: %w", err)
-	}
-	cc, err := kafka.DialContext(ctx, "tcp", net.JoinHostPort(controller.Host, strconv.Itoa(controller.Port)))
-	if err != nil {
-		return fmt.Errorf("dial controller: %w", err)
-	}
 	defer cc.Close()
 	return cc.DeleteTopics(topic)
 }
