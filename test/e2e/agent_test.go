@@ -48,6 +48,11 @@ type agentOpts struct {
 	TopExtra string
 	// Env is added to the agent's environment ("ES_PASSWORD=...").
 	Env []string
+	// KafkaExtra is more HCL inside the kafka block, e.g.
+	// `isolation_level = "read_uncommitted"` or a sasl block.
+	KafkaExtra string
+	// Brokers is kafka.brokers; default stack.KafkaBrokers.
+	Brokers string
 }
 
 // agentProc is a shipper process under test.
@@ -89,10 +94,14 @@ func writeConfig(t *testing.T, o agentOpts) (string, string) {
 	if o.ESURL == "" {
 		o.ESURL = stack.ESURL
 	}
+	if o.Brokers == "" {
+		o.Brokers = stack.KafkaBrokers
+	}
 	var kafkaExtra, bufferExtra, esExtra string
 	if o.HeartbeatInterval != "" {
 		kafkaExtra = fmt.Sprintf("heartbeat_interval = %q", o.HeartbeatInterval)
 	}
+	kafkaExtra += "\n  " + o.KafkaExtra
 	if o.BufferDir != "" {
 		bufferExtra = fmt.Sprintf("dir = %q", o.BufferDir)
 	}
@@ -138,7 +147,7 @@ elasticsearch {
   retry_max_backoff     = "2s"
   %s
 }
-`, o.DataDir, shutdown, o.TopExtra, api, stack.KafkaBrokers, o.Topic, o.Group, o.SessionTimeout, kafkaExtra,
+`, o.DataDir, shutdown, o.TopExtra, api, o.Brokers, o.Topic, o.Group, o.SessionTimeout, kafkaExtra,
 		o.ChunkSize, o.FlushInterval, o.MemoryLimit, bufferExtra, o.Extra, o.ESURL, o.Index, esExtra)
 	path := filepath.Join(o.DataDir, "shipper.hcl")
 	if err := os.MkdirAll(o.DataDir, 0o755); err != nil {
