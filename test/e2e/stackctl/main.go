@@ -1,10 +1,11 @@
 // Command stackctl manages the end-to-end test stack (a real Kafka broker and
 // a real Elasticsearch node on 127.0.0.1). Run it through test/e2e/stack.
 //
-//	stack up      start (or reuse) the stack; print KAFKA_BROKERS=… and ES_URL=…
-//	stack down    stop the stack and delete its data
-//	stack status  show what runs; exit 0 only if both servers are healthy
-//	stack env     print the lines of `up` for a running stack, start nothing
+//	stack up             start (or reuse) the stack; print KAFKA_BROKERS=…, ES_URL=… and the rest
+//	stack down           stop the stack and delete its data
+//	stack status         show what runs; exit 0 only if both servers are healthy
+//	stack env            print the lines of `up` for a running stack, start nothing
+//	stack restart-kafka  stop the broker gracefully and start it again on the same data and ports
 //
 // Only the KEY=value lines go to stdout; progress and errors go to stderr, so
 // `eval "$(test/e2e/stack up)"` or `test/e2e/stack up >> "$GITHUB_ENV"` work.
@@ -23,13 +24,16 @@ import (
 )
 
 func usage() {
-	fmt.Fprintf(os.Stderr, `usage: test/e2e/stack [-timeout D] up|down|status|env
+	fmt.Fprintf(os.Stderr, `usage: test/e2e/stack [-timeout D] up|down|status|env|restart-kafka
 
-  up      start Kafka %s and Elasticsearch %s (or reuse a running stack),
-          wait until both answer, print KAFKA_BROKERS=... and ES_URL=...
-  down    stop both servers and delete their data
-  status  show pids, ports and health; exit 0 only if both are healthy
-  env     print the lines of "up" for the running stack without starting it
+  up             start Kafka %s and Elasticsearch %s (or reuse a running stack),
+                 wait until both answer, print KAFKA_BROKERS=..., ES_URL=...
+                 and the broker's SASL and TLS settings (KAFKA_SASL_*, KAFKA_TLS_*)
+  down           stop both servers and delete their data
+  status         show pids, ports and health; exit 0 only if both are healthy
+  env            print the lines of "up" for the running stack without starting it
+  restart-kafka  stop the broker (SIGTERM, wait) and start it again with the
+                 same configuration, data and ports; wait until it answers
 
 state dir: %s (set %s to change)
 `, stacktest.KafkaVersion, stacktest.ESVersion, stacktest.Dir(), stacktest.EnvDir)
@@ -37,7 +41,7 @@ state dir: %s (set %s to change)
 }
 
 func main() {
-	timeout := flag.Duration("timeout", 0, "give up after this long (default: up 15m, down 2m, status/env 30s)")
+	timeout := flag.Duration("timeout", 0, "give up after this long (default: up 15m, down 2m, restart-kafka 3m, status/env 30s)")
 	flag.Usage = usage
 	flag.Parse()
 	if flag.NArg() != 1 {
@@ -45,7 +49,8 @@ func main() {
 		os.Exit(2)
 	}
 	cmd := flag.Arg(0)
-	defaults := map[string]time.Duration{"up": 15 * time.Minute, "down": 2 * time.Minute, "status": 30 * time.Second, "env": 30 * time.Second}
+	defaults := map[string]time.Duration{"up": 15 * time.Minute, "down": 2 * time.Minute, "status": 30 * time.Second,
+		"env": 30 * time.Second, "restart-kafka": 3 * time.Minute}
 	d, ok := defaults[cmd]
 	if !ok {
 		fmt.Fprintf(os.Stderr, "stack: unknown command %q\n\n", cmd)
@@ -76,6 +81,11 @@ func run(ctx context.Context, cmd string) int {
 	case "down":
 		if err := stacktest.Down(ctx, os.Stderr); err != nil {
 			fmt.Fprintf(os.Stderr, "stack down: %v\n", err)
+			return 1
+		}
+	case "restart-kafka":
+		if err := stacktest.RestartKafka(ctx, os.Stderr); err != nil {
+			fmt.Fprintf(os.Stderr, "stack restart-kafka: %v\n", err)
 			return 1
 		}
 	case "status":

@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"net"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -60,10 +61,19 @@ func newClusterID() string {
 }
 
 type kafkaConfig struct {
-	Port           int // PLAINTEXT listener, what clients use
+	Port           int // PLAINTEXT listener, what most clients use
+	SASLPort       int // SASL_PLAINTEXT listener: SCRAM-SHA-256, SCRAM-SHA-512, PLAIN
+	TLSPort        int // SSL listener; client certificates requested, not required
 	ControllerPort int // KRaft CONTROLLER listener
 	DataDir        string
+	TLSDir         string // holds the files writeTLSFiles writes
 }
+
+// saslMechanisms are the mechanisms of the SASL_PLAINTEXT listener. Each
+// needs a JAAS entry on the listener; the SCRAM users are created when the
+// storage is formatted (scramArgs), the PLAIN user is listed in its JAAS
+// entry.
+var saslMechanisms = []string{"SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"}
 
 // serverProperties renders a single-node KRaft (combined broker+controller)
 // configuration for a throwaway test broker.
@@ -74,11 +84,24 @@ func (c kafkaConfig) serverProperties() string {
 	p("process.roles", "broker,controller")
 	p("node.id", 1)
 	p("controller.quorum.voters", fmt.Sprintf("1@127.0.0.1:%d", c.ControllerPort))
-	p("listeners", fmt.Sprintf("PLAINTEXT://127.0.0.1:%d,CONTROLLER://127.0.0.1:%d", c.Port, c.ControllerPort))
-	p("advertised.listeners", fmt.Sprintf("PLAINTEXT://127.0.0.1:%d", c.Port))
-	p("listener.security.protocol.map", "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT")
+	clients := fmt.Sprintf("PLAINTEXT://127.0.0.1:%d,SASL_PLAINTEXT://127.0.0.1:%d,SSL://127.0.0.1:%d", c.Port, c.SASLPort, c.TLSPort)
+	p("listeners", fmt.Sprintf("%s,CONTROLLER://127.0.0.1:%d", clients, c.ControllerPort))
+	p("advertised.listeners", clients)
+	p("listener.security.protocol.map", "PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,SSL:SSL,CONTROLLER:PLAINTEXT")
 	p("controller.listener.names", "CONTROLLER")
 	p("inter.broker.listener.name", "PLAINTEXT")
+	// SASL_PLAINTEXT: no authorizer, so an authenticated user may do anything.
+	p("sasl.enabled.mechanisms", strings.Join(saslMechanisms, ","))
+	p("listener.name.sasl_plaintext.plain.sasl.jaas.config",
+		fmt.Sprintf(`org.apache.kafka.common.security.plain.PlainLoginModule required user_%s="%s";`, SASLUser, SASLPassword))
+	p("listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config", "org.apache.kafka.common.security.scram.ScramLoginModule required;")
+	p("listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config", "org.apache.kafka.common.security.scram.ScramLoginModule required;")
+	// SSL: PEM stores, the key unencrypted (no ssl.key.password).
+	p("listener.name.ssl.ssl.keystore.type", "PEM")
+	p("listener.name.ssl.ssl.keystore.location", filepath.Join(c.TLSDir, serverFile))
+	p("listener.name.ssl.ssl.truststore.type", "PEM")
+	p("listener.name.ssl.ssl.truststore.location", filepath.Join(c.TLSDir, caFile))
+	p("listener.name.ssl.ssl.client.auth", "requested")
 	p("log.dirs", c.DataDir)
 	p("auto.create.topics.enable", true)
 	p("delete.topic.enable", true)
@@ -102,6 +125,19 @@ func (c kafkaConfig) serverProperties() string {
 	p("log.cleaner.threads", 1)
 	p("log.cleaner.dedupe.buffer.size", 8*1024*1024)
 	return b.String()
+}
+
+// scramArgs are the StorageTool format arguments that create the SCRAM
+// user (KRaft keeps SCRAM credentials in the metadata log, so they are
+// made when the storage is formatted).
+func scramArgs() []string {
+	var args []string
+	for _, m := range saslMechanisms {
+		if strings.HasPrefix(m, "SCRAM-") {
+			args = append(args, "--add-scram", fmt.Sprintf("%s=[name=%s,password=%s]", m, SASLUser, SASLPassword))
+		}
+	}
+	return args
 }
 
 // kafkaLog4j is the broker's logging config (reload4j via slf4j-reload4j):

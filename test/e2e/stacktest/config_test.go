@@ -2,10 +2,16 @@ package stacktest
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
+	"encoding/pem"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -43,12 +49,22 @@ func TestNewClusterID(t *testing.T) {
 }
 
 func TestServerProperties(t *testing.T) {
-	got := kafkaConfig{Port: 1001, ControllerPort: 1002, DataDir: "/d"}.serverProperties()
+	got := kafkaConfig{Port: 1001, ControllerPort: 1002, SASLPort: 1003, TLSPort: 1004, DataDir: "/d", TLSDir: "/t"}.serverProperties()
 	for _, want := range []string{
 		"process.roles=broker,controller\n",
 		"controller.quorum.voters=1@127.0.0.1:1002\n",
-		"listeners=PLAINTEXT://127.0.0.1:1001,CONTROLLER://127.0.0.1:1002\n",
-		"advertised.listeners=PLAINTEXT://127.0.0.1:1001\n",
+		"listeners=PLAINTEXT://127.0.0.1:1001,SASL_PLAINTEXT://127.0.0.1:1003,SSL://127.0.0.1:1004,CONTROLLER://127.0.0.1:1002\n",
+		"advertised.listeners=PLAINTEXT://127.0.0.1:1001,SASL_PLAINTEXT://127.0.0.1:1003,SSL://127.0.0.1:1004\n",
+		"listener.security.protocol.map=PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,SSL:SSL,CONTROLLER:PLAINTEXT\n",
+		"inter.broker.listener.name=PLAINTEXT\n",
+		"sasl.enabled.mechanisms=SCRAM-SHA-256,SCRAM-SHA-512,PLAIN\n",
+		`listener.name.sasl_plaintext.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_shipper="` + SASLPassword + `";` + "\n",
+		"listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;\n",
+		"listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;\n",
+		"listener.name.ssl.ssl.keystore.type=PEM\n",
+		"listener.name.ssl.ssl.keystore.location=/t/server.pem\n",
+		"listener.name.ssl.ssl.truststore.location=/t/ca.pem\n",
+		"listener.name.ssl.ssl.client.auth=requested\n",
 		"log.dirs=/d\n",
 		"offsets.topic.replication.factor=1\n",
 		"transaction.state.log.min.isr=1\n",
@@ -58,6 +74,120 @@ func TestServerProperties(t *testing.T) {
 		if !strings.Contains(got, want) {
 			t.Errorf("server.properties lacks %q:\n%s", want, got)
 		}
+	}
+}
+
+func TestScramArgs(t *testing.T) {
+	got := strings.Join(scramArgs(), " ")
+	want := "--add-scram SCRAM-SHA-256=[name=shipper,password=" + SASLPassword + "] " +
+		"--add-scram SCRAM-SHA-512=[name=shipper,password=" + SASLPassword + "]"
+	if got != want {
+		t.Errorf("scramArgs() = %q, want %q", got, want)
+	}
+}
+
+// TestTLSFiles checks the generated files as a client and the broker use
+// them: the server certificate verifies for 127.0.0.1 and localhost against
+// the CA, the client certificate verifies for client auth, and a TLS
+// handshake with the client configuration of Stack.TLSConfig succeeds
+// against a server using server.pem.
+func TestTLSFiles(t *testing.T) {
+	dir := t.TempDir()
+	if err := writeTLSFiles(dir); err != nil {
+		t.Fatal(err)
+	}
+	s := newStack(t.TempDir(), nil, "")
+	s.KafkaTLSCA = filepath.Join(dir, caFile)
+	s.KafkaTLSClientCert = filepath.Join(dir, clientCertFile)
+	s.KafkaTLSClientKey = filepath.Join(dir, clientKeyFile)
+	clientCfg, err := s.TLSConfig(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// server.pem is Kafka's PEM key store: the PKCS#8 key, then the chain.
+	pemBytes, err := os.ReadFile(filepath.Join(dir, serverFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var types []string
+	for rest := pemBytes; ; {
+		var b *pem.Block
+		if b, rest = pem.Decode(rest); b == nil {
+			break
+		}
+		types = append(types, b.Type)
+	}
+	if want := []string{"PRIVATE KEY", "CERTIFICATE", "CERTIFICATE"}; !slices.Equal(types, want) {
+		t.Fatalf("server.pem holds %q, want %q", types, want)
+	}
+	serverCert, err := tls.X509KeyPair(pemBytes, pemBytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := x509.ParseCertificate(serverCert.Certificate[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"127.0.0.1", "localhost"} {
+		if _, err := leaf.Verify(x509.VerifyOptions{Roots: clientCfg.RootCAs, DNSName: name}); err != nil {
+			t.Errorf("server certificate for %s: %v", name, err)
+		}
+	}
+	clientLeaf, err := x509.ParseCertificate(clientCfg.Certificates[0].Certificate[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := clientLeaf.Verify(x509.VerifyOptions{Roots: clientCfg.RootCAs,
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+		t.Errorf("client certificate: %v", err)
+	}
+
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{serverCert},
+		ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: clientCfg.RootCAs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			c.(*tls.Conn).Handshake()
+			c.Close()
+		}
+	}()
+	conn, err := tls.Dial("tcp", ln.Addr().String(), clientCfg)
+	if err != nil {
+		t.Fatalf("TLS handshake with the stack's client configuration: %v", err)
+	}
+	conn.Close()
+}
+
+func TestStackEnv(t *testing.T) {
+	s := newStack("/st", map[string]int{"plaintext": 1, "sasl_plaintext": 2, "ssl": 3, "controller": 4}, "http://127.0.0.1:5")
+	want := []string{
+		"KAFKA_BROKERS=127.0.0.1:1",
+		"KAFKA_SASL_BROKERS=127.0.0.1:2",
+		"KAFKA_TLS_BROKERS=127.0.0.1:3",
+		"KAFKA_TLS_CA=/st/kafka/tls/ca.pem",
+		"KAFKA_TLS_CLIENT_CERT=/st/kafka/tls/client-cert.pem",
+		"KAFKA_TLS_CLIENT_KEY=/st/kafka/tls/client-key.pem",
+		"KAFKA_SASL_USER=shipper",
+		"KAFKA_SASL_PASSWORD=" + SASLPassword,
+		"ES_URL=http://127.0.0.1:5",
+	}
+	if got := s.Env(); !slices.Equal(got, want) {
+		t.Errorf("Env() =\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// TestOldLayoutIsNotReused: a state without the layout version (written
+// before the broker had SASL and TLS listeners) is never reused, whatever
+// its servers answer.
+func TestOldLayoutIsNotReused(t *testing.T) {
+	st := &state{Kafka: serverState{Version: KafkaVersion}, Elasticsearch: serverState{Version: ESVersion}}
+	if problem := checkRunning(context.Background(), t.TempDir(), st, 1); !strings.Contains(problem, "older stacktest") {
+		t.Errorf("checkRunning(layout 0) = %q, want it to name an older stacktest", problem)
 	}
 }
 

@@ -13,6 +13,8 @@ package stacktest
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	_ "embed"
 	"encoding/json"
 	"errors"
@@ -29,6 +31,7 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	"github.com/segmentio/kafka-go/sasl/scram"
 )
 
 //go:embed pom.xml
@@ -67,17 +70,98 @@ const (
 	logTailLines      = 40
 )
 
+// The broker's one user, on its SASL_PLAINTEXT listener, for every
+// mechanism (SCRAM-SHA-256, SCRAM-SHA-512, PLAIN). A fixed test password:
+// the broker only listens on 127.0.0.1.
+const (
+	SASLUser     = "shipper"
+	SASLPassword = "shipper-e2e-7Rk2vQp9"
+)
+
+// layoutVersion is what a running stack must have been started with to be
+// reused: 2 added the broker's SASL_PLAINTEXT and SSL listeners. Up
+// restarts a stack recorded with another version (older states have 0).
+const layoutVersion = 2
+
 // Stack is a running stack: where to reach its servers.
 type Stack struct {
-	KafkaBrokers string // host:port of the broker, e.g. 127.0.0.1:40123
-	ESURL        string // e.g. http://127.0.0.1:40125
-	Dir          string // state directory
+	KafkaBrokers string // host:port of the broker's PLAINTEXT listener, e.g. 127.0.0.1:40123
+	// KafkaSASLBrokers is the SASL_PLAINTEXT listener (SCRAM-SHA-256,
+	// SCRAM-SHA-512, PLAIN) where KafkaSASLUser and KafkaSASLPassword log in.
+	KafkaSASLBrokers  string
+	KafkaSASLUser     string
+	KafkaSASLPassword string
+	// KafkaTLSBrokers is the SSL listener. Its certificate (for 127.0.0.1
+	// and localhost) is signed by the CA in KafkaTLSCA; it asks for, but
+	// does not require, a client certificate such as KafkaTLSClientCert
+	// with KafkaTLSClientKey (signed by the same CA). All are PEM files.
+	KafkaTLSBrokers    string
+	KafkaTLSCA         string
+	KafkaTLSClientCert string
+	KafkaTLSClientKey  string
+	ESURL              string // e.g. http://127.0.0.1:40125
+	Dir                string // state directory
 }
 
-// Env returns the shell-style lines `stack up` prints:
-// KAFKA_BROKERS=… and ES_URL=….
+// newStack describes the stack in dir whose broker listens on kafkaPorts
+// (by listener name, as recorded in the state) and whose Elasticsearch
+// answers at esURL.
+func newStack(dir string, kafkaPorts map[string]int, esURL string) *Stack {
+	addr := func(listener string) string { return fmt.Sprintf("127.0.0.1:%d", kafkaPorts[listener]) }
+	l := &layout{dir: dir}
+	return &Stack{
+		KafkaBrokers:       addr("plaintext"),
+		KafkaSASLBrokers:   addr("sasl_plaintext"),
+		KafkaSASLUser:      SASLUser,
+		KafkaSASLPassword:  SASLPassword,
+		KafkaTLSBrokers:    addr("ssl"),
+		KafkaTLSCA:         filepath.Join(l.kafkaTLSDir(), caFile),
+		KafkaTLSClientCert: filepath.Join(l.kafkaTLSDir(), clientCertFile),
+		KafkaTLSClientKey:  filepath.Join(l.kafkaTLSDir(), clientKeyFile),
+		ESURL:              esURL,
+		Dir:                dir,
+	}
+}
+
+// Env returns the shell-style lines `stack up` prints, KEY=value, in the
+// order of the README: KAFKA_BROKERS, KAFKA_SASL_BROKERS, KAFKA_TLS_BROKERS,
+// KAFKA_TLS_CA, KAFKA_TLS_CLIENT_CERT, KAFKA_TLS_CLIENT_KEY,
+// KAFKA_SASL_USER, KAFKA_SASL_PASSWORD, ES_URL.
 func (s *Stack) Env() []string {
-	return []string{"KAFKA_BROKERS=" + s.KafkaBrokers, "ES_URL=" + s.ESURL}
+	return []string{
+		"KAFKA_BROKERS=" + s.KafkaBrokers,
+		"KAFKA_SASL_BROKERS=" + s.KafkaSASLBrokers,
+		"KAFKA_TLS_BROKERS=" + s.KafkaTLSBrokers,
+		"KAFKA_TLS_CA=" + s.KafkaTLSCA,
+		"KAFKA_TLS_CLIENT_CERT=" + s.KafkaTLSClientCert,
+		"KAFKA_TLS_CLIENT_KEY=" + s.KafkaTLSClientKey,
+		"KAFKA_SASL_USER=" + s.KafkaSASLUser,
+		"KAFKA_SASL_PASSWORD=" + s.KafkaSASLPassword,
+		"ES_URL=" + s.ESURL,
+	}
+}
+
+// TLSConfig returns a client TLS configuration for KafkaTLSBrokers: it
+// trusts the stack's CA and, with clientCert, presents the client
+// certificate.
+func (s *Stack) TLSConfig(clientCert bool) (*tls.Config, error) {
+	ca, err := os.ReadFile(s.KafkaTLSCA)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(ca) {
+		return nil, fmt.Errorf("%s holds no PEM certificate", s.KafkaTLSCA)
+	}
+	cfg := &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	if clientCert {
+		c, err := tls.LoadX509KeyPair(s.KafkaTLSClientCert, s.KafkaTLSClientKey)
+		if err != nil {
+			return nil, err
+		}
+		cfg.Certificates = []tls.Certificate{c}
+	}
+	return cfg, nil
 }
 
 // Dir returns the state directory: $SHIPPER_STACK_DIR, or
@@ -127,7 +211,7 @@ func (s StackStatus) Stack() *Stack {
 	if !s.OK() {
 		return nil
 	}
-	return &Stack{KafkaBrokers: s.Kafka.Addr, ESURL: s.Elasticsearch.Addr, Dir: s.Dir}
+	return newStack(s.Dir, s.Kafka.Ports, s.Elasticsearch.Addr)
 }
 
 // String renders the status for humans, one server per line.
@@ -161,6 +245,8 @@ func (s StackStatus) String() string {
 
 // state is the JSON state file.
 type state struct {
+	// Layout is the layoutVersion the stack was started with.
+	Layout        int         `json:"layout"`
 	Kafka         serverState `json:"kafka"`
 	Elasticsearch serverState `json:"elasticsearch"`
 }
@@ -193,6 +279,9 @@ func (l *layout) kafkaLog() string     { return filepath.Join(l.logsDir(), "kafk
 func (l *layout) esLog() string        { return filepath.Join(l.logsDir(), "elasticsearch.log") }
 func (l *layout) esLogsDir() string    { return filepath.Join(l.logsDir(), "elasticsearch") }
 func (l *layout) kafkaDataDir() string { return filepath.Join(l.kafkaDir(), "data") }
+func (l *layout) kafkaTLSDir() string  { return filepath.Join(l.kafkaDir(), "tls") }
+func (l *layout) kafkaProps() string   { return filepath.Join(l.kafkaDir(), "server.properties") }
+func (l *layout) kafkaLog4j() string   { return filepath.Join(l.kafkaDir(), "log4j.properties") }
 func (l *layout) esDataDir() string    { return filepath.Join(l.esDir(), "data") }
 
 func (l *layout) readState() (*state, error) {
@@ -286,7 +375,7 @@ func Up(ctx context.Context, log io.Writer) (*Stack, error) {
 		st = nil
 	}
 	if st != nil {
-		problem := checkRunning(ctx, st, 3)
+		problem := checkRunning(ctx, l.dir, st, 3)
 		if problem == "" {
 			fmt.Fprintf(log, "stack: reusing the running stack in %s\n", l.dir)
 			return st.stack(l.dir), nil
@@ -341,15 +430,20 @@ func Up(ctx context.Context, log io.Writer) (*Stack, error) {
 }
 
 func (st *state) stack(dir string) *Stack {
-	return &Stack{KafkaBrokers: st.Kafka.Addr, ESURL: st.Elasticsearch.Addr, Dir: dir}
+	return newStack(dir, st.Kafka.Ports, st.Elasticsearch.Addr)
 }
 
 // checkRunning returns "" if both recorded servers are alive, of the current
-// versions and answer requests (tries times, a second apart), else why not.
-func checkRunning(ctx context.Context, st *state, tries int) string {
+// versions and layout and answer requests (tries times, a second apart),
+// else why not.
+func checkRunning(ctx context.Context, dir string, st *state, tries int) string {
 	if st.Kafka.Version != KafkaVersion || st.Elasticsearch.Version != ESVersion {
 		return fmt.Sprintf("it runs Kafka %s and Elasticsearch %s, want %s and %s",
 			st.Kafka.Version, st.Elasticsearch.Version, KafkaVersion, ESVersion)
+	}
+	if st.Layout != layoutVersion {
+		return fmt.Sprintf("it was started by an older stacktest (layout %d, want %d: a broker with SASL and TLS listeners)",
+			st.Layout, layoutVersion)
 	}
 	var problem string
 	for i := 0; i < tries; i++ {
@@ -366,7 +460,7 @@ func checkRunning(ctx context.Context, st *state, tries int) string {
 		case !st.Elasticsearch.alive():
 			return fmt.Sprintf("Elasticsearch (pid %d) is not running", st.Elasticsearch.PID)
 		}
-		kerr := kafkaHealth(ctx, st.Kafka.Addr)
+		kerr := st.stack(dir).kafkaHealth(ctx)
 		_, eerr := esHealth(ctx, st.Elasticsearch.Addr, false)
 		if kerr == nil && eerr == nil {
 			return ""
@@ -376,23 +470,49 @@ func checkRunning(ctx context.Context, st *state, tries int) string {
 	return problem
 }
 
-// kafkaHealth makes a metadata request to the broker.
-func kafkaHealth(ctx context.Context, addr string) error {
+// kafkaHealth makes a metadata request on each of the broker's client
+// listeners: PLAINTEXT, SASL_PLAINTEXT (logged in with SCRAM-SHA-512) and
+// SSL (verifying the broker's certificate, presenting the client's).
+func (s *Stack) kafkaHealth(ctx context.Context) error {
+	if err := kafkaMetadata(ctx, s.KafkaBrokers, &kafka.Dialer{Timeout: 3 * time.Second}); err != nil {
+		return err
+	}
+	mech, err := scram.Mechanism(scram.SHA512, s.KafkaSASLUser, s.KafkaSASLPassword)
+	if err != nil {
+		return err
+	}
+	tlsCfg, err := s.TLSConfig(true)
+	if err != nil {
+		return fmt.Errorf("Kafka TLS listener: client configuration: %w", err)
+	}
+	return errors.Join(
+		kafkaMetadata(ctx, s.KafkaSASLBrokers, &kafka.Dialer{Timeout: 3 * time.Second, SASLMechanism: mech}),
+		kafkaMetadata(ctx, s.KafkaTLSBrokers, &kafka.Dialer{Timeout: 3 * time.Second, TLS: tlsCfg}))
+}
+
+// kafkaMetadata dials addr with d and makes a metadata request.
+func kafkaMetadata(ctx context.Context, addr string, d *kafka.Dialer) error {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	d := &kafka.Dialer{Timeout: 3 * time.Second}
+	what := "Kafka at " + addr
+	switch {
+	case d.SASLMechanism != nil:
+		what += " (SASL " + d.SASLMechanism.Name() + ")"
+	case d.TLS != nil:
+		what += " (TLS)"
+	}
 	conn, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
-		return fmt.Errorf("Kafka at %s: %w", addr, err)
+		return fmt.Errorf("%s: %w", what, err)
 	}
 	defer conn.Close()
 	conn.SetDeadline(time.Now().Add(3 * time.Second))
 	brokers, err := conn.Brokers()
 	if err != nil {
-		return fmt.Errorf("Kafka at %s: metadata request: %w", addr, err)
+		return fmt.Errorf("%s: metadata request: %w", what, err)
 	}
 	if len(brokers) == 0 {
-		return fmt.Errorf("Kafka at %s: metadata lists no brokers", addr)
+		return fmt.Errorf("%s: metadata lists no brokers", what)
 	}
 	return nil
 }
@@ -448,11 +568,12 @@ func (l *layout) start(ctx context.Context, log io.Writer, java, esJava javaHome
 	if err := os.MkdirAll(l.logsDir(), 0o755); err != nil {
 		return nil, err
 	}
-	ports, err := freePorts(4)
+	ports, err := freePorts(6)
 	if err != nil {
 		return nil, err
 	}
-	kcfg := kafkaConfig{Port: ports[0], ControllerPort: ports[1], DataDir: l.kafkaDataDir()}
+	kcfg := kafkaConfig{Port: ports[0], ControllerPort: ports[1], SASLPort: ports[4], TLSPort: ports[5],
+		DataDir: l.kafkaDataDir(), TLSDir: l.kafkaTLSDir()}
 	ecfg := esConfig{HTTPPort: ports[2], TransportPort: ports[3], DataDir: l.esDataDir(), LogsDir: l.esLogsDir()}
 
 	// Phase 1: prepare and launch both (Kafka's storage format and
@@ -464,7 +585,7 @@ func (l *layout) start(ctx context.Context, log io.Writer, java, esJava javaHome
 	go func() { defer wg.Done(); k, kerr = l.launchKafka(ctx, log, java, kcfg) }()
 	go func() { defer wg.Done(); e, eerr = l.launchES(ctx, log, esJava, ecfg, user) }()
 	wg.Wait()
-	st := &state{}
+	st := &state{Layout: layoutVersion}
 	if k != nil {
 		st.Kafka = k.st
 	}
@@ -497,7 +618,7 @@ func (l *layout) start(ctx context.Context, log io.Writer, java, esJava javaHome
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
-		kerr = await(k, kafkaStartTimeout, func(ctx context.Context) error { return kafkaHealth(ctx, k.st.Addr) })
+		kerr = await(k, kafkaStartTimeout, func(ctx context.Context) error { return newStack(l.dir, k.st.Ports, "").kafkaHealth(ctx) })
 	}()
 	go func() {
 		defer wg.Done()
@@ -606,46 +727,59 @@ func serverEnv(extra ...string) []string {
 }
 
 func (l *layout) launchKafka(ctx context.Context, log io.Writer, java javaHome, cfg kafkaConfig) (*started, error) {
-	props := filepath.Join(l.kafkaDir(), "server.properties")
-	log4j := filepath.Join(l.kafkaDir(), "log4j.properties")
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return nil, err
 	}
-	if err := os.WriteFile(props, []byte(cfg.serverProperties()), 0o644); err != nil {
+	if err := writeTLSFiles(cfg.TLSDir); err != nil {
+		return nil, fmt.Errorf("writing the broker's TLS files: %w", err)
+	}
+	if err := os.WriteFile(l.kafkaProps(), []byte(cfg.serverProperties()), 0o644); err != nil {
 		return nil, err
 	}
-	if err := os.WriteFile(log4j, []byte(kafkaLog4j), 0o644); err != nil {
+	if err := os.WriteFile(l.kafkaLog4j(), []byte(kafkaLog4j), 0o644); err != nil {
 		return nil, err
 	}
-	classpath := filepath.Join(l.kafkaDist(), "*")
-	jvm := []string{
-		"-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Xss1m",
-		"-Djava.awt.headless=true",
-		"-Dlog4j.configuration=file:" + log4j,
-		"-Dkafka.logs.dir=" + l.logsDir(),
-		"-cp", classpath,
-	}
+	jvm := l.kafkaJVM()
 	env := serverEnv()
 
-	// Format the (empty) storage directory for KRaft.
+	// Format the (empty) storage directory for KRaft, with the SCRAM users.
 	format := append([]string{java.Java, "-Xmx256m"}, jvm...)
-	format = append(format, "kafka.tools.StorageTool", "format", "-t", newClusterID(), "-c", props)
+	format = append(format, "kafka.tools.StorageTool", "format", "-t", newClusterID(), "-c", l.kafkaProps())
+	format = append(format, scramArgs()...)
 	fctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	fmt.Fprintf(log, "stack: starting Kafka %s on 127.0.0.1:%d (controller %d)\n", KafkaVersion, cfg.Port, cfg.ControllerPort)
+	fmt.Fprintf(log, "stack: starting Kafka %s on 127.0.0.1:%d (SASL %d, TLS %d, controller %d)\n",
+		KafkaVersion, cfg.Port, cfg.SASLPort, cfg.TLSPort, cfg.ControllerPort)
 	out, err := runLogged(fctx, l.kafkaLog(), l.kafkaDir(), format, env)
 	if err != nil {
 		return nil, fmt.Errorf("formatting Kafka storage failed (%v); command: %s\n%s\n(output also in %s)",
 			err, strings.Join(format, " "), lastLines(out, logTailLines), l.kafkaLog())
 	}
-
-	argv := append([]string{java.Java, "-Xms" + kafkaHeap, "-Xmx" + kafkaHeap}, jvm...)
-	argv = append(argv, "kafka.Kafka", props)
-	return launch("Kafka", l.kafkaLog(), l.kafkaDir(), argv, env, &syscall.SysProcAttr{Setsid: true}, serverState{
+	return l.startKafka(java, serverState{
 		Version: KafkaVersion,
-		Ports:   map[string]int{"plaintext": cfg.Port, "controller": cfg.ControllerPort},
-		Addr:    fmt.Sprintf("127.0.0.1:%d", cfg.Port),
+		Ports: map[string]int{"plaintext": cfg.Port, "sasl_plaintext": cfg.SASLPort, "ssl": cfg.TLSPort,
+			"controller": cfg.ControllerPort},
+		Addr: fmt.Sprintf("127.0.0.1:%d", cfg.Port),
 	})
+}
+
+// kafkaJVM returns the JVM options of the broker and its tools.
+func (l *layout) kafkaJVM() []string {
+	return []string{
+		"-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Xss1m",
+		"-Djava.awt.headless=true",
+		"-Dlog4j.configuration=file:" + l.kafkaLog4j(),
+		"-Dkafka.logs.dir=" + l.logsDir(),
+		"-cp", filepath.Join(l.kafkaDist(), "*"),
+	}
+}
+
+// startKafka starts the broker on the configuration and storage already in
+// kafka/; st says what it listens on.
+func (l *layout) startKafka(java javaHome, st serverState) (*started, error) {
+	argv := append([]string{java.Java, "-Xms" + kafkaHeap, "-Xmx" + kafkaHeap}, l.kafkaJVM()...)
+	argv = append(argv, "kafka.Kafka", l.kafkaProps())
+	return launch("Kafka", l.kafkaLog(), l.kafkaDir(), argv, serverEnv(), &syscall.SysProcAttr{Setsid: true}, st)
 }
 
 // runLogged runs argv to completion, appending its output to logFile too.
@@ -804,6 +938,63 @@ func Down(ctx context.Context, log io.Writer) error {
 	return nil
 }
 
+// RestartKafka restarts the running stack's broker as a broker restart in
+// production would: SIGTERM and a wait for its controlled shutdown (SIGKILL
+// only after kafkaStopGrace), then a start on the same configuration, data
+// and ports, without formatting the storage again. It returns once every
+// listener answers, and records the new process in the state. Elasticsearch
+// is not touched. Progress goes to log (may be nil).
+func RestartKafka(ctx context.Context, log io.Writer) error {
+	if log == nil {
+		log = io.Discard
+	}
+	l := &layout{dir: Dir()}
+	unlock, err := l.lock(ctx, log)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	st, err := l.readState()
+	if err != nil {
+		return err
+	}
+	if st == nil {
+		return fmt.Errorf("no stack is recorded in %s; start it with test/e2e/stack up", l.dir)
+	}
+	if st.Layout != layoutVersion || st.Kafka.Version != KafkaVersion {
+		return fmt.Errorf("the stack in %s was started by an older stacktest; run test/e2e/stack down, then up", l.dir)
+	}
+	java, err := findJava(ctx, EnvJavaHome)
+	if err != nil {
+		return err
+	}
+	begin := time.Now()
+	fmt.Fprintf(log, "stack: stopping Kafka (pid %d) for a restart\n", st.Kafka.PID)
+	if !stopSession(ctx, st.Kafka.PID, st.Kafka.StartTime, kafkaStopGrace) {
+		return fmt.Errorf("Kafka (pid %d) survived SIGKILL", st.Kafka.PID)
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	fmt.Fprintf(log, "stack: Kafka stopped after %s; starting it again on %s\n", time.Since(begin).Round(100*time.Millisecond), st.Kafka.Addr)
+	k, err := l.startKafka(java, serverState{Version: st.Kafka.Version, Ports: st.Kafka.Ports, Addr: st.Kafka.Addr})
+	if err != nil {
+		return err
+	}
+	// Recorded before it is healthy: a broker that fails to come back is a
+	// recorded dead server, which the next Up replaces.
+	st.Kafka = k.st
+	if err := l.writeState(st); err != nil {
+		return err
+	}
+	s := st.stack(l.dir)
+	if err := l.awaitHealthy(ctx, log, k, kafkaStartTimeout, s.kafkaHealth); err != nil {
+		return err
+	}
+	fmt.Fprintf(log, "stack: Kafka restarted in %s\n", time.Since(begin).Round(100*time.Millisecond))
+	return nil
+}
+
 // Status reports what runs, checking each server's health now. The error is
 // non-nil only if the state cannot be read; a stack that is not running is
 // a StackStatus with OK() false.
@@ -841,7 +1032,11 @@ func Status(ctx context.Context) (StackStatus, error) {
 	}
 	wg.Add(2)
 	go one(&s.Kafka, st.Kafka, func(ctx context.Context, addr string) (string, error) {
-		return "", kafkaHealth(ctx, addr)
+		if st.Layout != layoutVersion {
+			return "", fmt.Errorf("started by an older stacktest (layout %d, want %d: no SASL and TLS listeners); test/e2e/stack up restarts it",
+				st.Layout, layoutVersion)
+		}
+		return "", st.stack(l.dir).kafkaHealth(ctx)
 	})
 	go one(&s.Elasticsearch, st.Elasticsearch, func(ctx context.Context, url string) (string, error) {
 		color, err := esHealth(ctx, url, false)
