@@ -54,6 +54,32 @@ kafka {
   # How often the topics' partition counts are checked: a topic created
   # after the agent started, or grown, makes the group rebalance to read it.
   topic_refresh_interval = "10s"
+
+  # TLS to the brokers (default: plain TCP). The block needs enabled = true;
+  # other settings without it are an error. Files are PEM, read at start.
+  # tls {
+  #   enabled = true
+  #   # CAs that verify the brokers' certificates (default: the system's).
+  #   ca_file = "/etc/shipper/kafka-ca.pem"
+  #   # A client certificate and its key, for brokers that ask; both or neither.
+  #   cert_file = "/etc/shipper/kafka-client.pem"
+  #   key_file  = "/etc/shipper/kafka-client-key.pem"
+  #   # Name verified in the brokers' certificates (default: each broker's host).
+  #   server_name = "kafka.internal"
+  #   # Accept any certificate: encrypted but not authenticated. Tests only;
+  #   # the agent warns at start.
+  #   insecure_skip_verify = false
+  # }
+
+  # SASL authentication (default: none). Mechanism PLAIN, SCRAM-SHA-256 or
+  # SCRAM-SHA-512; PLAIN sends the password as it is, so use it with tls.
+  # Keep the password out of this file. A refused login makes
+  # /api/health answer 503 "input_failing"; the agent keeps retrying.
+  # sasl {
+  #   mechanism = "SCRAM-SHA-512"
+  #   username  = "shipper"
+  #   password  = env("KAFKA_PASSWORD")
+  # }
 }
 
 buffer {

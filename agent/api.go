@@ -19,7 +19,8 @@ import (
 
 // handler serves the operator API:
 //
-//	GET  /api/health       200 while the agent delivers; 503 while delivery is held or wedged
+//	GET  /api/health       200 while the agent delivers; 503 while delivery is held or wedged,
+//	                       or the Kafka input cannot join its group
 //	GET  /api/status       JSON: input, buffer and output state
 //	POST /api/flush        seal the open chunk and deliver everything buffered
 //	                       now; ?wait=DURATION blocks until done or the wait ends
@@ -46,7 +47,10 @@ type Health struct {
 	// Status is "ok"; "held" while Elasticsearch refuses documents for a
 	// reason that is not theirs (Held says why); "wedged" when the
 	// delivery pipeline stopped and restarting its workers did not help
-	// (Reason says so): the process needs a restart.
+	// (Reason says so): the process needs a restart; "input_failing"
+	// while the Kafka input cannot join its consumer group, e.g. the
+	// brokers refuse its login or their certificate does not verify
+	// (Reason is the last error; the input keeps retrying).
 	Status string      `json:"status"`
 	Held   *HoldStatus `json:"held,omitempty"`
 	Reason string      `json:"reason,omitempty"`
@@ -59,6 +63,10 @@ func (a *Agent) handleHealth(w http.ResponseWriter, r *http.Request) {
 	}
 	if h := a.deliver.held(); h != nil {
 		writeJSON(w, http.StatusServiceUnavailable, Health{Status: "held", Held: h})
+		return
+	}
+	if err := a.in.Problem(); err != nil {
+		writeJSON(w, http.StatusServiceUnavailable, Health{Status: "input_failing", Reason: err.Error()})
 		return
 	}
 	writeJSON(w, http.StatusOK, Health{Status: "ok"})

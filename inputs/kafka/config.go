@@ -39,6 +39,12 @@ type Config struct {
 	QueueCapacity int `hcl:"queue_capacity,optional"`
 	// DialTimeout bounds connecting to a broker. Default 10s.
 	DialTimeout time.Duration `hcl:"dial_timeout,optional"`
+	// TLS connects to the brokers over TLS when its enabled is true
+	// (TLSConfig, security.go). Default: plain TCP.
+	TLS TLSConfig `hcl:"tls,block"`
+	// SASL authenticates to the brokers when its mechanism is set
+	// (SASLConfig, security.go). Default: no authentication.
+	SASL SASLConfig `hcl:"sasl,block"`
 	// TopicRefreshInterval is how often the topics' partition counts are
 	// checked: a topic created after the agent started, or given more
 	// partitions, makes the group rebalance to include them. Default 10s.
@@ -113,5 +119,6 @@ func (c Config) Validate() error {
 	if c.QueueCapacity < 1 {
 		bad("queue_capacity", "must be at least 1, got %d", c.QueueCapacity)
 	}
+	c.validateSecurity(&p)
 	return p.Err()
 }

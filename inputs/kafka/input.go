@@ -54,6 +54,9 @@ type Input struct {
 	transport *kafkago.Transport
 
 	consumed atomic.Int64
+	// problem is the last error of joining the consumer group; nil once a
+	// generation is joined (see Problem).
+	problem atomic.Pointer[error]
 
 	mu       sync.Mutex // guards gen and assigned
 	gen      *kafkago.Generation
@@ -71,8 +74,18 @@ func New(cfg Config, sink Sink, marks Watermarks, log *slog.Logger) (*Input, err
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	tlsCfg, err := cfg.tlsConfig()
+	if err != nil {
+		return nil, fmt.Errorf("kafka config: %w", err)
+	}
+	mechanism, err := cfg.saslMechanism()
+	if err != nil {
+		return nil, fmt.Errorf("kafka config: %w", err)
+	}
+	cfg.securityWarnings(log)
+	// The transport's TLS and SASL settings are also the dialer's.
 	in := &Input{cfg: cfg, sink: sink, marks: marks, log: log, committed: map[shipper.TopicPartition]int64{},
-		transport: &kafkago.Transport{DialTimeout: cfg.DialTimeout, IdleTimeout: 30 * time.Second}}
+		transport: &kafkago.Transport{DialTimeout: cfg.DialTimeout, IdleTimeout: 30 * time.Second, TLS: tlsCfg, SASL: mechanism}}
 	in.fetchCtx, in.stopFetch = context.WithCancel(context.Background())
 	return in, nil
 }
@@ -95,11 +108,23 @@ func (in *Input) Joined() bool {
 	return in.gen != nil
 }
 
+// Problem returns why the input is not a member of its consumer group:
+// the last error of joining it (a refused login, a certificate that does
+// not verify, no broker reachable), or nil once a generation is joined. A
+// rebalance in progress is not a problem.
+func (in *Input) Problem() error {
+	if p := in.problem.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
 // StopFetching stops reading records; it does not wait. Commits continue.
 func (in *Input) StopFetching() { in.stopFetch() }
 
 func (in *Input) dialer() *kafkago.Dialer {
-	return &kafkago.Dialer{Timeout: in.cfg.DialTimeout, DualStack: true}
+	return &kafkago.Dialer{Timeout: in.cfg.DialTimeout, DualStack: true,
+		TLS: in.transport.TLS, SASLMechanism: in.transport.SASL}
 }
 
 // Run consumes until ctx ends. Before returning it commits what has been
@@ -143,9 +168,10 @@ func (in *Input) Run(ctx context.Context) error {
 		}
 		if err != nil {
 			// The group retries joining with its own backoff.
-			in.log.Warn("kafka consumer group", "err", err)
+			in.joinFailed(err)
 			continue
 		}
+		in.problem.Store(nil)
 		in.startGeneration(gen)
 		// Counted after the join, so a topic created meanwhile is seen
 		// as a change and triggers one more rebalance rather than none.
