@@ -46,10 +46,17 @@ kafka {
   session_timeout    = "30s"
   heartbeat_interval = "3s"
   rebalance_timeout  = "30s"
-  # Bounds on prefetching, per partition.
-  fetch_max_bytes = "1MiB"
+  # read_committed: records of aborted transactions are never read, and
+  # records of open transactions wait for their commit. read_uncommitted
+  # reads both. Transaction markers (control records) are never read.
+  isolation_level = "read_committed"
+  # Fetched data held at once, across all assigned partitions whatever their
+  # number: twice this is part of the agent's memory overhead (above
+  # buffer.memory_limit; docs/architecture.md).
+  # A single record batch larger than this is still fetched, alone.
+  fetch_max_bytes = "8MiB"
+  # How long a broker may hold a fetch open waiting for new records.
   fetch_max_wait  = "500ms"
-  queue_capacity  = 64
   dial_timeout    = "10s"
   # How often the topics' partition counts are checked: a topic created
   # after the agent started, or grown, makes the group rebalance to read it.

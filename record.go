@@ -11,8 +11,8 @@ type Record struct {
 	Partition int32
 	Offset    int64
 	Key       []byte
-	// Value is nil for a tombstone (a null value). kafka-go reports an
-	// empty value the same way, so the two cannot be told apart.
+	// Value is nil for a tombstone (a null value); an empty value is an
+	// empty, non-nil slice.
 	Value []byte
 	// Headers are the Kafka record headers, in order.
 	Headers []Header
@@ -52,4 +52,16 @@ func (r *Record) DocumentID() string {
 	b = append(b, '-')
 	b = strconv.AppendInt(b, r.Offset, 10)
 	return string(b)
+}
+
+// OffsetGap is a range of a partition's offsets that will never be read:
+// the records were removed (by retention or delete-records) before the
+// consumer reached them. From is the first offset missing, To the offset
+// reading resumed at; To-From records are lost upstream of shipper.
+type OffsetGap struct {
+	Topic     string
+	Partition int32
+	From, To  int64
+	// Reason says what happened, for the dead-letter store.
+	Reason string
 }

@@ -62,7 +62,7 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 		return nil, fmt.Errorf("api listener: %w", err)
 	}
 	a := &Agent{cfg: cfg, log: log, buf: buf, out: out, in: in, ln: ln, started: time.Now()}
-	a.metrics = newMetrics(metricSources{consumed: func() float64 { return float64(in.Consumed()) }, buffer: buf.Stats,
+	a.metrics = newMetrics(metricSources{consumed: func() float64 { return float64(in.Consumed()) }, buffer: buf.Stats, input: in.Stats,
 		held: func() *HoldStatus { return a.deliver.held() }, nodes: out.Nodes})
 	a.deliver = newDeliverer(buf, out, cfg.Elasticsearch, log.With("component", "deliver"), a.metrics)
 	a.watchdog = &pipelineWatchdog{timeout: cfg.Elasticsearch.PipelineStallTimeout, lastProgress: a.deliver.lastProgress,
@@ -175,8 +175,11 @@ type Status struct {
 	Uptime   string                   `json:"uptime"`
 	Consumed int64                    `json:"consumed_records"`
 	Assigned []shipper.TopicPartition `json:"assigned_partitions"`
-	Buffer   buffer.Stats             `json:"buffer"`
-	Output   OutputStatus             `json:"output"`
+	// Input is the Kafka input's generation, counters and, per assigned
+	// partition, position, committed and delivered offsets, end and lag.
+	Input  kafka.Stats  `json:"input"`
+	Buffer buffer.Stats `json:"buffer"`
+	Output OutputStatus `json:"output"`
 }
 
 // OutputStatus counts documents by final outcome since start, once each,
@@ -209,6 +212,7 @@ func (a *Agent) Status() Status {
 		Uptime:   time.Since(a.started).Round(time.Second).String(),
 		Consumed: a.in.Consumed(),
 		Assigned: a.in.Assigned(),
+		Input:    a.in.Stats(),
 		Buffer:   a.buf.Stats(),
 		Output: OutputStatus{
 			Indexed:      int64(counterValue(a.metrics.indexed)),

@@ -153,13 +153,14 @@ func NewLogger(c LogConfig, w *os.File) *slog.Logger {
 }
 
 // MemoryOverhead is the memory the agent uses beyond buffer.memory_limit:
-// 48 MiB for the Go runtime, libraries and Kafka fetch buffers, badger's
+// 32 MiB for the Go runtime and libraries, twice kafka.fetch_max_bytes for
+// fetched data (a response and the records copied out of it), badger's
 // memtables (which grow with memory_limit), two chunks' worth per delivery
 // worker (its bulk request body and the copies made building it), and one
 // page of a dead-letter replay (4 MiB of values, with its bulk bodies).
 // docs/benchmarks.md measures it under a 2 GiB backlog.
 func (c Config) MemoryOverhead() int64 {
-	return 48<<20 + c.Buffer.StoreMemory() + int64(c.Elasticsearch.Workers)*2*int64(c.Buffer.ChunkSize) + 2*replayPageBytes
+	return 32<<20 + 2*int64(c.Kafka.FetchMaxBytes) + c.Buffer.StoreMemory() + int64(c.Elasticsearch.Workers)*2*int64(c.Buffer.ChunkSize) + 2*replayPageBytes
 }
 
 // SoftMemoryLimit is the Go runtime's soft memory limit for this

@@ -1,6 +1,8 @@
 package agent
 
 import (
+	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -8,6 +10,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/shipper-agent/shipper/buffer"
+	"github.com/shipper-agent/shipper/inputs/kafka"
 	es "github.com/shipper-agent/shipper/outputs/elasticsearch"
 )
 
@@ -43,6 +46,9 @@ type metricSources struct {
 	// nodes is nil where there is no output (tests of the delivery loop
 	// with a fake sender).
 	nodes func() ([]es.NodeStatus, es.PoolStats)
+	// input is nil where there is no Kafka input (tests of the delivery
+	// loop).
+	input func() kafka.Stats
 }
 
 func newMetrics(src metricSources) *metrics {
@@ -136,6 +142,9 @@ func newMetrics(src metricSources) *metrics {
 	if src.nodes != nil {
 		reg.MustRegister(poolCollector{src.nodes})
 	}
+	if src.input != nil {
+		reg.MustRegister(inputCollector{src.input})
+	}
 	return m
 }
 
@@ -192,6 +201,82 @@ func (c poolCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	ch <- prometheus.MustNewConstMetric(descReroutes, prometheus.CounterValue, float64(st.Reroutes))
+}
+
+// inputCollector exports the Kafka input's counters and each assigned
+// partition's progress.
+type inputCollector struct {
+	stats func() kafka.Stats
+}
+
+var (
+	descInBytes = prometheus.NewDesc("shipper_input_bytes_total",
+		"Bytes of record keys and values consumed from Kafka.", nil, nil)
+	descInFiltered = prometheus.NewDesc("shipper_input_filtered_records_total",
+		"Offsets passed over without a record: transaction markers, and records of aborted transactions under read_committed.", nil, nil)
+	descInFetches = prometheus.NewDesc("shipper_input_fetches_total",
+		"Fetch responses received from brokers.", nil, nil)
+	descInFetchErrors = prometheus.NewDesc("shipper_input_fetch_errors_total",
+		"Fetch requests that failed as a whole (the broker's partitions are retried with backoff).", nil, nil)
+	descInPartitionErrors = prometheus.NewDesc("shipper_input_partition_errors_total",
+		"Per-partition errors in fetch responses; that partition is retried with backoff, the others go on.", nil, nil)
+	descInSinkWait = prometheus.NewDesc("shipper_input_sink_wait_seconds_total",
+		"Time spent handing records to the buffer, nearly all of it waiting while the buffer is full: the input is paused then.", nil, nil)
+	descInCommits = prometheus.NewDesc("shipper_input_commits_total",
+		"Offset commits, by result.", []string{"result"}, nil)
+	descInCommitSeconds = prometheus.NewDesc("shipper_input_commit_seconds_total",
+		"Total latency of successful offset commits; divided by shipper_input_commits_total{result=\"ok\"} it is the mean commit latency.", nil, nil)
+	descInResets = prometheus.NewDesc("shipper_input_offset_resets_total",
+		"Partitions whose log ended below the consumer's position (recreated or truncated) and were read again from their start.", nil, nil)
+	descInSkipped = prometheus.NewDesc("shipper_input_skipped_records_total",
+		"Records removed from a partition before they were read (offset out of range), by partition; each gap is in the dead-letter store as type offset_gap.", []string{"topic", "partition"}, nil)
+	descInLag = prometheus.NewDesc("shipper_input_lag_records",
+		"Records of the partition not yet committed: its end as of the last fetch less the committed offset.", []string{"topic", "partition"}, nil)
+	descInPartitionFailing = prometheus.NewDesc("shipper_input_partition_failing",
+		"1 while the partition's fetches fail (retried with backoff); /api/status says why.", []string{"topic", "partition"}, nil)
+	descInGeneration = prometheus.NewDesc("shipper_input_generation",
+		"The consumer-group generation this member is in; 0 when in none. A change is a rebalance.", nil, nil)
+)
+
+func (c inputCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descInBytes, descInFiltered, descInFetches, descInFetchErrors, descInPartitionErrors,
+		descInSinkWait, descInCommits, descInCommitSeconds, descInResets, descInSkipped, descInLag, descInPartitionFailing, descInGeneration} {
+		ch <- d
+	}
+}
+
+func (c inputCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.stats()
+	counter := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, labels...)
+	}
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	counter(descInBytes, float64(st.Bytes))
+	counter(descInFiltered, float64(st.Filtered))
+	counter(descInFetches, float64(st.Fetches))
+	counter(descInFetchErrors, float64(st.FetchErrors))
+	counter(descInPartitionErrors, float64(st.PartitionErrors))
+	counter(descInSinkWait, st.SinkWaitSeconds)
+	counter(descInCommits, float64(st.Commits), "ok")
+	counter(descInCommits, float64(st.CommitErrors), "failed")
+	counter(descInCommitSeconds, st.CommitSeconds)
+	counter(descInResets, float64(st.Resets))
+	gauge(descInGeneration, float64(st.Generation))
+	for tp, n := range st.Skipped {
+		topic, part, _ := strings.Cut(tp, "/")
+		counter(descInSkipped, float64(n), topic, part)
+	}
+	for _, p := range st.Partitions {
+		part := strconv.Itoa(int(p.Partition))
+		gauge(descInLag, float64(p.Lag), p.Topic, part)
+		failing := 0.0
+		if p.Error != "" {
+			failing = 1
+		}
+		gauge(descInPartitionFailing, failing, p.Topic, part)
+	}
 }
 
 func (m *metrics) sendAttempt(err error) {

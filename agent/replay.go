@@ -23,6 +23,10 @@ type ReplayResult struct {
 	// DeadLettered failed again and stay in the store, with the new reason
 	// and attempts.
 	DeadLettered int `json:"dead_lettered"`
+	// Gaps counts matched entries that record offsets never read from
+	// Kafka (type offset_gap): there is nothing to send, they stay until
+	// purged.
+	Gaps int `json:"gaps"`
 	// ByType counts the matched entries by reason type.
 	ByType map[string]int `json:"by_type"`
 	// ByTopic counts the matched entries by topic.
@@ -67,8 +71,10 @@ func (a *Agent) Replay(ctx context.Context, q buffer.DeadLetterQuery, dryRun boo
 			res.ByType[d.Type]++
 			res.ByTopic[d.Record.Topic]++
 		}
-		if !dryRun && len(page.Entries) > 0 {
-			if err := a.replayPage(ctx, store, page.Entries, &res); err != nil {
+		records := slices.DeleteFunc(slices.Clone(page.Entries), func(d buffer.DeadLetter) bool { return d.Type == buffer.GapType })
+		res.Gaps += len(page.Entries) - len(records)
+		if !dryRun && len(records) > 0 {
+			if err := a.replayPage(ctx, store, records, &res); err != nil {
 				return res, err
 			}
 		}

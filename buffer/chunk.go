@@ -15,21 +15,25 @@ import (
 // Chunk encoding (the value stored under a chunk key, split into pieces
 // when larger than pieceSize; see pieces.go):
 //
-//	magic "SHC2" | crc32c(stored) uint32 BE | flags byte | stored
+//	magic "SHC3" | crc32c(stored) uint32 BE | flags byte | stored
 //	stored  = payload, or zstd(payload) when flags has flagZstd
 //	payload = record*
 //	record  = uvarint len(topic) topic | varint partition | varint offset |
-//	          varint unix-millis | uvarint len(key) key | uvarint len(value) value |
+//	          varint unix-millis | uvarint len(key) key | uvarint len(value)+1 value |
 //	          uvarint headers | (uvarint len(key) key | uvarint len(value) value)*
 //
-// "SHC1" chunks, written before records carried headers, end each record
-// after its value; they are still read.
+// A record's value length is stored plus one, and 0 stands for a null
+// value (a tombstone), so that it stays distinct from an empty one.
+// Older chunks are still read: "SHC2" stores the value length as it is (a
+// null and an empty value both read as null), and "SHC1", written before
+// records carried headers, ends each record after its value.
 //
 // The checksum covers what is stored, so a torn or corrupted value is
 // detected on load, before decompression, instead of being delivered as
 // garbage.
 var (
-	chunkMagic   = [4]byte{'S', 'H', 'C', '2'}
+	chunkMagic   = [4]byte{'S', 'H', 'C', '3'}
+	chunkMagicV2 = [4]byte{'S', 'H', 'C', '2'}
 	chunkMagicV1 = [4]byte{'S', 'H', 'C', '1'}
 )
 
@@ -78,8 +82,12 @@ func (w *chunkWriter) add(r *shipper.Record) {
 	b = binary.AppendVarint(b, r.Time.UnixMilli())
 	b = binary.AppendUvarint(b, uint64(len(r.Key)))
 	b = append(b, r.Key...)
-	b = binary.AppendUvarint(b, uint64(len(r.Value)))
-	b = append(b, r.Value...)
+	if r.Value == nil {
+		b = append(b, 0)
+	} else {
+		b = binary.AppendUvarint(b, uint64(len(r.Value))+1)
+		b = append(b, r.Value...)
+	}
 	b = binary.AppendUvarint(b, uint64(len(r.Headers)))
 	for _, h := range r.Headers {
 		b = binary.AppendUvarint(b, uint64(len(h.Key)))
@@ -134,10 +142,19 @@ var (
 // decodeChunk decodes a stored chunk. The records' Key and Value alias data
 // (or, for a compressed chunk, its decompressed copy).
 func decodeChunk(data []byte, want int) ([]shipper.Record, error) {
-	if len(data) < chunkHeaderLen || ([4]byte(data[:4]) != chunkMagic && [4]byte(data[:4]) != chunkMagicV1) {
+	if len(data) < chunkHeaderLen {
 		return nil, fmt.Errorf("%w: bad header", ErrCorrupt)
 	}
-	withHeaders := [4]byte(data[:4]) == chunkMagic
+	var withHeaders, nullable bool
+	switch [4]byte(data[:4]) {
+	case chunkMagic:
+		withHeaders, nullable = true, true
+	case chunkMagicV2:
+		withHeaders = true
+	case chunkMagicV1:
+	default:
+		return nil, fmt.Errorf("%w: bad header", ErrCorrupt)
+	}
 	payload := data[chunkHeaderLen:]
 	if got := crcOf(payload); got != binary.BigEndian.Uint32(data[4:8]) {
 		return nil, fmt.Errorf("%w: checksum mismatch", ErrCorrupt)
@@ -180,7 +197,12 @@ func decodeChunk(data []byte, want int) ([]shipper.Record, error) {
 		if r.Key, payload, ok = readBytes(payload); !ok {
 			return nil, fmt.Errorf("%w: record %d: key", ErrCorrupt, len(recs))
 		}
-		if r.Value, payload, ok = readBytes(payload); !ok {
+		if nullable {
+			r.Value, payload, ok = readNullable(payload)
+		} else {
+			r.Value, payload, ok = readBytes(payload)
+		}
+		if !ok {
 			return nil, fmt.Errorf("%w: record %d: value", ErrCorrupt, len(recs))
 		}
 		if withHeaders {
@@ -239,6 +261,21 @@ func readBytes(b []byte) ([]byte, []byte, bool) {
 	if l == 0 {
 		return nil, b, true
 	}
+	return b[:l:l], b[l:], true
+}
+
+// readNullable reads a length-plus-one prefixed value: nil for 0, else a
+// (possibly empty, never nil) slice aliasing b.
+func readNullable(b []byte) ([]byte, []byte, bool) {
+	l, n := binary.Uvarint(b)
+	if n <= 0 || l > uint64(len(b)-n)+1 {
+		return nil, b, false
+	}
+	b = b[n:]
+	if l == 0 {
+		return nil, b, true
+	}
+	l--
 	return b[:l:l], b[l:], true
 }
 

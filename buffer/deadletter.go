@@ -739,3 +739,27 @@ func (s *DeadLetterStore) waitRoom(ctx context.Context, need int64) error {
 		}
 	}
 }
+
+// GapType is the dead-letter type of an entry that records offsets never
+// read (shipper.OffsetGap): it holds no record to replay.
+const GapType = "offset_gap"
+
+// RecordGap stores g in the dead-letter store: an entry of type GapType
+// whose record names the topic, the partition and the first missing
+// offset, with no value, and whose reason says how many records are
+// missing. It is keyed by a fresh chunk sequence number, so it sorts with
+// the dead letters of its time. It blocks like any dead letter while the
+// store is full with when_full = "block".
+func (b *Buffer) RecordGap(ctx context.Context, g shipper.OffsetGap) error {
+	b.mu.Lock()
+	seq := b.nextSeq
+	b.nextSeq++
+	b.mu.Unlock()
+	now := time.Now().UTC()
+	d := DeadLetter{
+		Record: shipper.Record{Topic: g.Topic, Partition: g.Partition, Offset: g.From, Time: now},
+		Type:   GapType, Reasons: []string{fmt.Sprintf("%d records missing (offsets %d to %d): %s", g.To-g.From, g.From, g.To-1, g.Reason)},
+		Stored: now,
+	}
+	return b.dlq.put(ctx, []keyed{{key: deadKey(seq, 0), data: encodeDeadLetter(d)}})
+}

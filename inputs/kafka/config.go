@@ -30,13 +30,18 @@ type Config struct {
 	HeartbeatInterval time.Duration `hcl:"heartbeat_interval,optional"`
 	// RebalanceTimeout bounds a rebalance. Default 30s.
 	RebalanceTimeout time.Duration `hcl:"rebalance_timeout,optional"`
-	// FetchMaxBytes bounds one fetch per partition. Default 1MiB.
+	// IsolationLevel is "read_committed" (records of aborted transactions
+	// are never read; records of open transactions wait for their commit)
+	// or "read_uncommitted". Control records are never read. Default
+	// "read_committed".
+	IsolationLevel string `hcl:"isolation_level,optional"`
+	// FetchMaxBytes bounds the fetched data held at once across all
+	// assigned partitions, whatever their number: the brokers' fetch
+	// responses share it. A single record batch larger than this is still
+	// fetched, alone. Default 8MiB.
 	FetchMaxBytes shipper.ByteSize `hcl:"fetch_max_bytes,optional"`
 	// FetchMaxWait bounds how long a fetch waits for data. Default 500ms.
 	FetchMaxWait time.Duration `hcl:"fetch_max_wait,optional"`
-	// QueueCapacity is the number of prefetched messages per partition.
-	// Default 64.
-	QueueCapacity int `hcl:"queue_capacity,optional"`
 	// DialTimeout bounds connecting to a broker. Default 10s.
 	DialTimeout time.Duration `hcl:"dial_timeout,optional"`
 	// TLS connects to the brokers over TLS when its enabled is true
@@ -61,9 +66,9 @@ func DefaultConfig() Config {
 		SessionTimeout:    30 * time.Second,
 		HeartbeatInterval: 3 * time.Second,
 		RebalanceTimeout:  30 * time.Second,
-		FetchMaxBytes:     1 << 20,
+		IsolationLevel:    "read_committed",
+		FetchMaxBytes:     8 << 20,
 		FetchMaxWait:      500 * time.Millisecond,
-		QueueCapacity:     64,
 		DialTimeout:       10 * time.Second,
 
 		TopicRefreshInterval: 10 * time.Second,
@@ -116,8 +121,11 @@ func (c Config) Validate() error {
 	if c.FetchMaxBytes < 1<<10 {
 		bad("fetch_max_bytes", "must be at least 1KiB, got %s", c.FetchMaxBytes)
 	}
-	if c.QueueCapacity < 1 {
-		bad("queue_capacity", "must be at least 1, got %d", c.QueueCapacity)
+	if c.FetchMaxBytes > 1<<30 {
+		bad("fetch_max_bytes", "must be at most 1GiB, got %s", c.FetchMaxBytes)
+	}
+	if c.IsolationLevel != "read_committed" && c.IsolationLevel != "read_uncommitted" {
+		bad("isolation_level", "must be \"read_committed\" or \"read_uncommitted\", got %q", c.IsolationLevel)
 	}
 	c.validateSecurity(&p)
 	return p.Err()

@@ -71,10 +71,12 @@ func TestConfigValidate(t *testing.T) {
 		{"zero dial timeout", func(c *kafka.Config) { c.DialTimeout = 0 }, []string{"dial_timeout"}},
 		{"fetch max bytes below 1KiB", func(c *kafka.Config) { c.FetchMaxBytes = 1023 }, []string{"fetch_max_bytes"}},
 		{"fetch max bytes of 1KiB", func(c *kafka.Config) { c.FetchMaxBytes = 1024 }, nil},
-		{"zero queue capacity", func(c *kafka.Config) { c.QueueCapacity = 0 }, []string{"queue_capacity"}},
+		{"fetch max bytes over 1GiB", func(c *kafka.Config) { c.FetchMaxBytes = 1<<30 + 1 }, []string{"fetch_max_bytes"}},
+		{"unknown isolation level", func(c *kafka.Config) { c.IsolationLevel = "committed" }, []string{"isolation_level"}},
+		{"read_uncommitted", func(c *kafka.Config) { c.IsolationLevel = "read_uncommitted" }, nil},
 		{"every problem at once", func(c *kafka.Config) { *c = kafka.Config{} }, []string{
 			"brokers", "commit_interval", "dial_timeout", "fetch_max_bytes", "fetch_max_wait", "group_id",
-			"heartbeat_interval", "queue_capacity", "rebalance_timeout", "session_timeout", "start_offset", "topic_refresh_interval", "topics",
+			"heartbeat_interval", "isolation_level", "rebalance_timeout", "session_timeout", "start_offset", "topic_refresh_interval", "topics",
 		}},
 	}
 	for _, tt := range tests {

@@ -2,9 +2,9 @@ package kafka
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -19,6 +19,9 @@ import (
 // and the data waits in Kafka).
 type Sink interface {
 	Append(ctx context.Context, r *shipper.Record) error
+	// RecordGap stores a range of offsets that will never be read (removed
+	// from the partition before they were), so the loss is on record.
+	RecordGap(ctx context.Context, g shipper.OffsetGap) error
 }
 
 // Watermarks is what the input learns from downstream about its progress.
@@ -52,18 +55,22 @@ type Input struct {
 	// transport carries metadata requests; owned here, not kafka-go's
 	// shared default, so its connections close with the input.
 	transport *kafkago.Transport
+	// addr is the bootstrap address every request goes through; the
+	// transport routes each to the right broker.
+	addr net.Addr
 
 	consumed atomic.Int64
+	stats    inputStats
 	// problem is the last error of joining the consumer group; nil once a
 	// generation is joined (see Problem).
 	problem atomic.Pointer[error]
 
-	mu       sync.Mutex // guards gen and assigned
+	mu       sync.Mutex // guards gen, sess and assigned
 	gen      *kafkago.Generation
+	sess     *session
 	assigned []shipper.TopicPartition
 
-	commitMu  sync.Mutex // serialises commits; guards committed
-	committed map[shipper.TopicPartition]int64
+	commitMu sync.Mutex // serialises commits
 }
 
 // New creates the input. It does not contact Kafka.
@@ -84,8 +91,14 @@ func New(cfg Config, sink Sink, marks Watermarks, log *slog.Logger) (*Input, err
 	}
 	cfg.securityWarnings(log)
 	// The transport's TLS and SASL settings are also the dialer's.
-	in := &Input{cfg: cfg, sink: sink, marks: marks, log: log, committed: map[shipper.TopicPartition]int64{},
+	in := &Input{cfg: cfg, sink: sink, marks: marks, log: log,
 		transport: &kafkago.Transport{DialTimeout: cfg.DialTimeout, IdleTimeout: 30 * time.Second, TLS: tlsCfg, SASL: mechanism}}
+	// Fetch requests are routed by the transport's metadata: keep it to
+	// the subscribed topics and fresh enough to follow a new leader soon.
+	in.transport.MetadataTTL = metadataTTL
+	in.transport.MetadataTopics = cfg.Topics
+	in.addr = kafkago.TCP(cfg.BrokerList()...)
+	in.stats.init()
 	in.fetchCtx, in.stopFetch = context.WithCancel(context.Background())
 	return in, nil
 }
@@ -117,6 +130,19 @@ func (in *Input) Problem() error {
 		return *p
 	}
 	return nil
+}
+
+// client returns a kafka-go client over the input's transport.
+func (in *Input) client() *kafkago.Client {
+	return &kafkago.Client{Addr: in.addr, Timeout: in.cfg.DialTimeout, Transport: in.transport}
+}
+
+// isolation returns the configured isolation level.
+func (in *Input) isolation() kafkago.IsolationLevel {
+	if in.cfg.IsolationLevel == "read_uncommitted" {
+		return kafkago.ReadUncommitted
+	}
+	return kafkago.ReadCommitted
 }
 
 // StopFetching stops reading records; it does not wait. Commits continue.
@@ -187,9 +213,12 @@ func (in *Input) Run(ctx context.Context) error {
 	in.stopFetch()
 	stopCommits()
 	wg.Wait()
-	in.commit()
 	in.mu.Lock()
-	in.gen, in.assigned = nil, nil
+	s := in.sess
+	in.mu.Unlock()
+	in.commit(s)
+	in.mu.Lock()
+	in.gen, in.sess, in.assigned = nil, nil, nil
 	in.mu.Unlock()
 	// Close ends the generation, waits for its partition readers and
 	// leaves the group, so the partitions move to other members at once.
@@ -202,29 +231,37 @@ func (in *Input) Run(ctx context.Context) error {
 
 func (in *Input) startGeneration(gen *kafkago.Generation) {
 	var assigned []shipper.TopicPartition
-	in.commitMu.Lock()
-	clear(in.committed)
 	for topic, parts := range gen.Assignments {
 		for _, p := range parts {
-			tp := shipper.TopicPartition{Topic: topic, Partition: int32(p.ID)}
-			assigned = append(assigned, tp)
-			// Never commit below what the group had committed when the
-			// partition was assigned: that would rewind it.
-			in.committed[tp] = max(p.Offset, -1)
+			assigned = append(assigned, shipper.TopicPartition{Topic: topic, Partition: int32(p.ID)})
 		}
 	}
-	in.commitMu.Unlock()
+	s := newSession(in, gen, in.startOffsets(gen))
 	in.mu.Lock()
-	in.gen, in.assigned = gen, assigned
+	in.gen, in.sess, in.assigned = gen, s, assigned
 	in.mu.Unlock()
 	in.log.Info("kafka partitions assigned", "generation", gen.ID, "partitions", len(assigned))
-	starts := in.startOffsets(gen)
-	for topic, parts := range gen.Assignments {
-		for _, p := range parts {
-			start := starts[shipper.TopicPartition{Topic: topic, Partition: int32(p.ID)}]
-			gen.Start(func(gctx context.Context) { in.readPartition(gctx, topic, p.ID, start) })
+	gen.Start(func(gctx context.Context) {
+		ctx, cancel := context.WithCancel(gctx)
+		defer cancel()
+		stop := context.AfterFunc(in.fetchCtx, cancel)
+		defer stop()
+		s.run(ctx)
+		s.mu.Lock()
+		failed := s.failed
+		s.mu.Unlock()
+		if failed {
+			// Returning ends the generation: the group rejoins and
+			// the partitions restart from their committed offsets.
+			return
 		}
-	}
+		// Fetching stopped (shutdown) or the generation is ending: stay
+		// until it ends, then commit what is delivered while this
+		// member still owns the partitions: the group is rebalancing
+		// and accepts commits of the ending generation.
+		<-gctx.Done()
+		in.commit(s)
+	})
 }
 
 // startOffsets chooses where each assigned partition's reader starts: at
@@ -269,58 +306,6 @@ func (in *Input) startOffsets(gen *kafkago.Generation) map[shipper.TopicPartitio
 		}
 	}
 	return starts
-}
-
-// readPartition appends one partition's records to the sink, in order,
-// starting at offset, until the generation ends. When fetching stops it
-// keeps waiting for the generation's end: returning early would end the
-// generation (kafka-go ends it when any of its functions returns) and with
-// it the ability to commit.
-func (in *Input) readPartition(gctx context.Context, topic string, partition int, offset int64) {
-	ctx, cancel := context.WithCancel(gctx)
-	defer cancel()
-	stop := context.AfterFunc(in.fetchCtx, cancel)
-	defer stop()
-
-	r := kafkago.NewReader(kafkago.ReaderConfig{
-		Brokers:       in.cfg.BrokerList(),
-		Topic:         topic,
-		Partition:     partition,
-		Dialer:        in.dialer(),
-		MinBytes:      1,
-		MaxBytes:      int(in.cfg.FetchMaxBytes),
-		MaxWait:       in.cfg.FetchMaxWait,
-		QueueCapacity: in.cfg.QueueCapacity,
-		ErrorLogger:   kafkago.LoggerFunc(func(f string, a ...any) { in.log.Warn(fmt.Sprintf(f, a...), "topic", topic, "partition", partition) }),
-	})
-	defer r.Close()
-	if err := r.SetOffset(offset); err != nil {
-		in.log.Error("kafka set offset", "topic", topic, "partition", partition, "offset", offset, "err", err)
-		return
-	}
-	for {
-		m, err := r.FetchMessage(ctx)
-		if err != nil {
-			if ctx.Err() == nil {
-				// Ending the generation makes the group rejoin and
-				// restart this reader from the committed offset.
-				in.log.Error("kafka fetch", "topic", topic, "partition", partition, "err", err)
-				return
-			}
-			break
-		}
-		rec := shipper.Record{Topic: m.Topic, Partition: int32(m.Partition), Offset: m.Offset,
-			Key: m.Key, Value: m.Value, Headers: headers(m.Headers), Time: m.Time}
-		if err := in.sink.Append(ctx, &rec); err != nil {
-			if ctx.Err() == nil && !errors.Is(err, context.Canceled) {
-				in.log.Error("append record", "topic", topic, "partition", partition, "err", err)
-				return
-			}
-			break
-		}
-		in.consumed.Add(1)
-	}
-	<-gctx.Done()
 }
 
 // partitionCounts returns the number of partitions of each subscribed
@@ -384,27 +369,45 @@ func (in *Input) commitLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			in.commit()
+			in.mu.Lock()
+			s := in.sess
+			in.mu.Unlock()
+			in.commit(s)
 		}
 	}
 }
 
-// commit commits, for every partition this member owns, the delivered
-// watermark if it is beyond what is committed.
-func (in *Input) commit() {
-	in.mu.Lock()
-	gen, assigned := in.gen, in.assigned
-	in.mu.Unlock()
-	if gen == nil {
+// commit commits, for every partition of the session's generation, the
+// delivered watermark if it is beyond what is committed. Where everything
+// this member appended is delivered, that is the fetch position: records
+// it passed over without appending (control records, aborted
+// transactions, a gap) are committed too.
+func (in *Input) commit(s *session) {
+	if s == nil {
 		return
 	}
 	in.commitMu.Lock()
 	defer in.commitMu.Unlock()
 	wm := in.marks.Watermarks()
 	offsets := map[string]map[int]int64{}
-	for _, tp := range assigned {
+	s.mu.Lock()
+	for tp, ps := range s.parts {
+		if ps.next < 0 {
+			continue // not resolved yet
+		}
 		w, ok := wm[tp]
-		if !ok || w <= in.committed[tp] {
+		switch {
+		case ok && w < ps.appended:
+			// Some record appended is not delivered yet. Below the
+			// fetch position, always: after a reset to a lower offset
+			// the sink's marks may lie above it.
+			w = min(w, ps.next)
+		case !ok && (ps.appended != ps.start || ps.resumed):
+			continue // the sink knows nothing of what it holds
+		default:
+			w = ps.next
+		}
+		if w <= ps.committed {
 			continue
 		}
 		if offsets[tp.Topic] == nil {
@@ -412,20 +415,26 @@ func (in *Input) commit() {
 		}
 		offsets[tp.Topic][int(tp.Partition)] = w
 	}
+	s.mu.Unlock()
 	if len(offsets) == 0 {
 		return
 	}
-	if err := gen.CommitOffsets(offsets); err != nil {
+	start := time.Now()
+	if err := s.gen.CommitOffsets(offsets); err != nil {
 		// Typically the generation ended in a rebalance; the records are
 		// re-read by the partition's next owner and deduplicated by id.
-		in.log.Warn("kafka commit failed", "generation", gen.ID, "err", err)
+		in.log.Warn("kafka commit failed", "generation", s.gen.ID, "err", err)
+		in.stats.commitErrors.Add(1)
 		return
 	}
+	in.stats.commitDone(time.Since(start))
+	s.mu.Lock()
 	for topic, parts := range offsets {
 		for p, off := range parts {
-			in.committed[shipper.TopicPartition{Topic: topic, Partition: int32(p)}] = off
+			s.parts[shipper.TopicPartition{Topic: topic, Partition: int32(p)}].committed = off
 		}
 	}
+	s.mu.Unlock()
 }
 
 // headers converts kafka-go's record headers; nil when there are none.

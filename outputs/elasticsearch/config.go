@@ -31,9 +31,10 @@ type Config struct {
 	// http.max_content_length; a smaller limit of a node or proxy is learned
 	// at run time from its 413 answers. Default 8MiB.
 	MaxBulkBytes shipper.ByteSize `hcl:"max_bulk_bytes,optional"`
-	// Tombstones says what becomes of a record with a null or empty value:
-	// "skip" (nothing is indexed; the record counts as done) or
-	// "dead_letter". Default "skip".
+	// Tombstones says what becomes of a record with a null value (a Kafka
+	// tombstone): "skip" (nothing is indexed; the record counts as done)
+	// or "dead_letter". A record with an empty value is always skipped:
+	// there is nothing to index. Default "skip".
 	Tombstones string `hcl:"tombstones,optional"`
 	// InvalidUTF8 says what becomes of a value that is not valid UTF-8:
 	// "base64" indexes {"message": <the value with invalid bytes replaced by

@@ -17,14 +17,14 @@ const timestampField = "@timestamp"
 // for a record to send.
 func (o *Output) precheck(r *shipper.Record) ItemResult {
 	switch {
-	case len(r.Value) == 0 && o.cfg.Tombstones == "dead_letter":
+	case r.Value == nil && o.cfg.Tombstones == "dead_letter":
 		return ItemResult{Outcome: DeadLetter, Type: "tombstone",
-			Reason: `value is empty: a tombstone (tombstones = "dead_letter")`}
-	case len(r.Value) == 0:
-		// kafka-go reports a null value and an empty one alike: neither
-		// holds anything to index.
+			Reason: `value is null: a tombstone (tombstones = "dead_letter")`}
+	case r.Value == nil:
 		return ItemResult{Outcome: Skipped, Type: "tombstone",
-			Reason: `value is empty: a tombstone (tombstones = "skip")`}
+			Reason: `value is null: a tombstone (tombstones = "skip")`}
+	case len(r.Value) == 0:
+		return ItemResult{Outcome: Skipped, Type: "empty", Reason: "value is empty: nothing to index"}
 	case o.cfg.InvalidUTF8 == "dead_letter" && !utf8.Valid(r.Value):
 		return ItemResult{Outcome: DeadLetter, Type: "invalid_utf8",
 			Reason: `value is not valid UTF-8 (invalid_utf8 = "dead_letter")`}

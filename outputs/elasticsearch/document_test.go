@@ -12,7 +12,8 @@ import (
 )
 
 // TestTombstones proves that a record with a nil or empty value is never
-// sent: Skipped by default, DeadLetter on request, and decided even when
+// sent: Skipped by default, DeadLetter on request (an empty value is
+// always skipped), and decided even when
 // the Send's request fails.
 func TestTombstones(t *testing.T) {
 	cases := []struct {
@@ -26,23 +27,25 @@ func TestTombstones(t *testing.T) {
 		t.Run(tc.setting, func(t *testing.T) {
 			srv := estest.New(t)
 			out := newOutput(t, srv, func(c *elasticsearch.Config) { c.Tombstones = tc.setting })
+			// A null value (a tombstone), an empty one, a line.
 			recs := records("", "", "a")
-			recs[0].Value = nil
+			recs[0].Value, recs[1].Value = nil, []byte{}
 			res, err := out.Send(context.Background(), recs[:2])
 			if err != nil {
 				t.Fatal(err)
 			}
 			if srv.Requests() != 0 {
-				t.Fatalf("%d requests for tombstones only", srv.Requests())
+				t.Fatalf("%d requests for a tombstone and an empty value", srv.Requests())
 			}
-			for i, r := range res {
-				if r.Outcome != tc.want || r.Type != "tombstone" || r.Reason == "" {
-					t.Fatalf("item %d: %+v, want %s", i, r, tc.want)
-				}
+			if r := res[0]; r.Outcome != tc.want || r.Type != "tombstone" || r.Reason == "" {
+				t.Fatalf("tombstone: %+v, want %s", r, tc.want)
+			}
+			if r := res[1]; r.Outcome != elasticsearch.Skipped || r.Type != "empty" {
+				t.Fatalf("empty value: %+v, want skipped whatever the setting", r)
 			}
 			srv.OnRequest(func(int) (int, string) { return 503, "" })
 			res, err = out.Send(context.Background(), recs)
-			if err == nil || res[0].Outcome != tc.want || res[1].Outcome != tc.want || res[2].Outcome != elasticsearch.Retry {
+			if err == nil || res[0].Outcome != tc.want || res[1].Outcome != elasticsearch.Skipped || res[2].Outcome != elasticsearch.Retry {
 				t.Fatalf("with a failed request: %+v, %v", res, err)
 			}
 		})

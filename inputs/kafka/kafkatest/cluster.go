@@ -6,6 +6,7 @@ package kafkatest
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+	"github.com/twmb/franz-go/pkg/kversion"
 
 	"github.com/shipper-agent/shipper"
 )
@@ -36,6 +38,9 @@ func NewCluster(t testing.TB, partitions int32, topics ...string) *Cluster {
 	client, err := kgo.NewClient(
 		kgo.SeedBrokers(kf.ListenAddrs()...),
 		kgo.RecordPartitioner(kgo.ManualPartitioner()),
+		// Requests by topic name, as the Kafka 3.9 the e2e tests run
+		// against answers them; later versions address topics by id.
+		kgo.MaxVersions(kversion.V3_9_0()),
 	)
 	if err != nil {
 		kf.Close()
@@ -84,6 +89,74 @@ func (c *Cluster) Produce(t testing.TB, msgs ...Message) []int64 {
 	return offsets
 }
 
+// ProduceTxn writes the messages in one transaction of a new transactional
+// producer, committed or aborted, and returns the offset each got.
+func (c *Cluster) ProduceTxn(t testing.TB, commit bool, msgs ...Message) []int64 {
+	t.Helper()
+	client, err := kgo.NewClient(
+		kgo.SeedBrokers(c.Addrs()...),
+		kgo.RecordPartitioner(kgo.ManualPartitioner()),
+		kgo.TransactionalID(fmt.Sprintf("txn-%d", time.Now().UnixNano())),
+		kgo.MaxVersions(kversion.V3_9_0()),
+	)
+	if err != nil {
+		t.Fatalf("transactional client: %v", err)
+	}
+	defer client.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := client.BeginTransaction(); err != nil {
+		t.Fatalf("begin transaction: %v", err)
+	}
+	recs := make([]*kgo.Record, len(msgs))
+	for i, m := range msgs {
+		recs[i] = &kgo.Record{Topic: m.Topic, Partition: m.Partition, Key: m.Key, Value: m.Value}
+	}
+	if err := client.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+		t.Fatalf("produce in a transaction: %v", err)
+	}
+	if err := client.EndTransaction(ctx, kgo.TransactionEndTry(commit)); err != nil {
+		t.Fatalf("end transaction: %v", err)
+	}
+	offsets := make([]int64, len(recs))
+	for i, r := range recs {
+		offsets[i] = r.Offset
+	}
+	return offsets
+}
+
+// EndOffsets returns the end offset (the high watermark) of each of the
+// topic's partitions in parts.
+func (c *Cluster) EndOffsets(t testing.TB, topic string, parts ...int32) map[int32]int64 {
+	t.Helper()
+	req := kmsg.NewPtrListOffsetsRequest()
+	req.ReplicaID = -1
+	rt := kmsg.NewListOffsetsRequestTopic()
+	rt.Topic = topic
+	for _, p := range parts {
+		rp := kmsg.NewListOffsetsRequestTopicPartition()
+		rp.Partition, rp.Timestamp = p, -1
+		rt.Partitions = append(rt.Partitions, rp)
+	}
+	req.Topics = append(req.Topics, rt)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := req.RequestWith(ctx, c.client)
+	if err != nil {
+		t.Fatalf("list offsets: %v", err)
+	}
+	out := map[int32]int64{}
+	for _, rt := range resp.Topics {
+		for _, p := range rt.Partitions {
+			if err := kerr.ErrorForCode(p.ErrorCode); err != nil {
+				t.Fatalf("list offsets %s/%d: %v", rt.Topic, p.Partition, err)
+			}
+			out[p.Partition] = p.Offset
+		}
+	}
+	return out
+}
+
 // CreateTopic creates a topic after the cluster started.
 func (c *Cluster) CreateTopic(t testing.TB, topic string, partitions int32) {
 	t.Helper()
@@ -103,6 +176,43 @@ func (c *Cluster) CreateTopic(t testing.TB, topic string, partitions int32) {
 		if err := kerr.ErrorForCode(rt.ErrorCode); err != nil {
 			t.Fatalf("create topic %s: %v", rt.Topic, err)
 		}
+	}
+}
+
+// Commit commits offsets for an empty group, as an administrator would.
+func (c *Cluster) Commit(t testing.TB, group, topic string, offsets map[int32]int64) {
+	t.Helper()
+	req := kmsg.NewPtrOffsetCommitRequest()
+	req.Group, req.Generation = group, -1
+	rt := kmsg.NewOffsetCommitRequestTopic()
+	rt.Topic = topic
+	for p, off := range offsets {
+		rp := kmsg.NewOffsetCommitRequestTopicPartition()
+		rp.Partition, rp.Offset = p, off
+		rt.Partitions = append(rt.Partitions, rp)
+	}
+	req.Topics = append(req.Topics, rt)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := req.RequestWith(ctx, c.client)
+	if err != nil {
+		t.Fatalf("offset commit: %v", err)
+	}
+	for _, rt := range resp.Topics {
+		for _, p := range rt.Partitions {
+			if err := kerr.ErrorForCode(p.ErrorCode); err != nil {
+				t.Fatalf("offset commit %s %s/%d: %v", group, rt.Topic, p.Partition, err)
+			}
+		}
+	}
+}
+
+// DeleteRecords removes a partition's records below offset, as retention
+// or kafka-delete-records would.
+func (c *Cluster) DeleteRecords(t testing.TB, topic string, partition int32, offset int64) {
+	t.Helper()
+	if err := c.kf.DeleteRecords(topic, partition, offset); err != nil {
+		t.Fatalf("delete records: %v", err)
 	}
 }
 

@@ -22,6 +22,7 @@ type Sink struct {
 	waiting int
 	limit   int // < 0: unbounded
 	fail    map[failKey]error
+	gaps    []shipper.OffsetGap
 }
 
 type failKey struct {
@@ -51,6 +52,22 @@ func (s *Sink) notify() {
 }
 
 func (s *Sink) full() bool { return s.limit >= 0 && len(s.records) >= s.limit }
+
+// RecordGap records g; Gaps returns what was recorded.
+func (s *Sink) RecordGap(_ context.Context, g shipper.OffsetGap) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.gaps = append(s.gaps, g)
+	s.notify()
+	return nil
+}
+
+// Gaps returns the offset gaps recorded, in order.
+func (s *Sink) Gaps() []shipper.OffsetGap {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.gaps)
+}
 
 // Append accepts a copy of r, blocking while the sink is full. It returns
 // ctx's error if ctx ends first; the record is then not accepted.

@@ -1,0 +1,226 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/shipper-agent/shipper/test/e2e/loggen"
+)
+
+// franzClient returns a franz-go client of the stack's broker: kafka-go
+// cannot produce transactions or delete records.
+func franzClient(t *testing.T, opts ...kgo.Opt) *kgo.Client {
+	t.Helper()
+	c, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(stack.KafkaBrokers), kgo.RecordPartitioner(kgo.ManualPartitioner())}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return c
+}
+
+// groupOffsets returns the group's committed offset of each partition
+// (-1 where none is).
+func groupOffsets(t *testing.T, group, topic string, partitions int) map[int]int64 {
+	t.Helper()
+	parts := make([]int, partitions)
+	for p := range parts {
+		parts[p] = p
+	}
+	res, err := kafkaClient().OffsetFetch(context.Background(), &kafka.OffsetFetchRequest{
+		GroupID: group, Topics: map[string][]int{topic: parts}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[int]int64{}
+	for _, p := range res.Topics[topic] {
+		out[p.Partition] = p.CommittedOffset
+	}
+	return out
+}
+
+// waitCommittedToEnd waits until the group has committed the end offset of
+// every partition of the topic.
+func waitCommittedToEnd(t *testing.T, group, topic string, partitions int) {
+	t.Helper()
+	end := endOffsets(t, topic, partitions)
+	waitFor(t, 30*time.Second, "offsets committed at the end of every partition", func() (bool, string) {
+		got := groupOffsets(t, group, topic, partitions)
+		for p, e := range end {
+			if got[p] != e {
+				return false, fmt.Sprintf("committed %v, end %v", got, end)
+			}
+		}
+		return true, ""
+	})
+}
+
+// TestKafkaTransactions: committed and aborted transactions interleaved
+// with plain records on 3 partitions, produced by a real transactional
+// producer. Exactly the committed and plain records are indexed, once
+// each; no aborted record and no transaction marker becomes a document;
+// the group's offsets are committed at the end of every partition, past
+// the markers.
+func TestKafkaTransactions(t *testing.T) {
+	const partitions, rounds, perTxn = 3, 4, 30
+	topic := newTopic(t, partitions)
+	index := topic
+	plain := franzClient(t)
+	txn := franzClient(t, kgo.TransactionalID(topic+"-txn"))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+
+	seq, want := 0, 0
+	records := func(kind string) []*kgo.Record {
+		var out []*kgo.Record
+		for i := range perTxn {
+			out = append(out, &kgo.Record{Topic: topic, Partition: int32(i % partitions),
+				Value: fmt.Appendf(nil, `{"seq":%d,"kind":%q}`, seq, kind)})
+			seq++
+		}
+		return out
+	}
+	inTxn := func(kind string, commit bool) {
+		if err := txn.BeginTransaction(); err != nil {
+			t.Fatal(err)
+		}
+		if err := txn.ProduceSync(ctx, records(kind)...).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+		if err := txn.EndTransaction(ctx, kgo.TransactionEndTry(commit)); err != nil {
+			t.Fatal(err)
+		}
+		if commit {
+			want += perTxn
+		}
+	}
+	for range rounds {
+		inTxn("committed", true)
+		inTxn("aborted", false)
+		if err := plain.ProduceSync(ctx, records("plain")...).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+		want += perTxn
+	}
+
+	a := startAgent(t, agentOpts{Topic: topic, Group: topic, Index: index, DataDir: t.TempDir()})
+	defer a.stop(20 * time.Second)
+	waitFor(t, time.Minute, fmt.Sprintf("%d documents", want), func() (bool, string) {
+		n := esCount(t, index)
+		return n >= want, fmt.Sprintf("%d documents", n)
+	})
+	waitCommittedToEnd(t, topic, topic, partitions)
+	if n := esCount(t, index); n != want {
+		t.Fatalf("%d documents, want %d (committed and plain records)", n, want)
+	}
+	var res struct {
+		Hits struct {
+			Total struct {
+				Value int `json:"value"`
+			} `json:"total"`
+		} `json:"hits"`
+		Aggregations struct {
+			Seqs struct {
+				Value int `json:"value"`
+			} `json:"seqs"`
+		} `json:"aggregations"`
+	}
+	// Every document is a committed or plain record: none aborted, none
+	// without a kind (a marker's NUL bytes), and as many distinct seq
+	// numbers as documents (none twice).
+	esDo(t, "POST", "/"+index+"/_search", strings.NewReader(
+		`{"size":0,"track_total_hits":true,"query":{"terms":{"kind.keyword":["committed","plain"]}},`+
+			`"aggs":{"seqs":{"cardinality":{"field":"seq","precision_threshold":10000}}}}`), &res)
+	if res.Hits.Total.Value != want || res.Aggregations.Seqs.Value != want {
+		t.Fatalf("%d committed or plain documents with %d distinct seq numbers, want %d of each", res.Hits.Total.Value, res.Aggregations.Seqs.Value, want)
+	}
+	if m := agentMetrics(a); m.get(t, "shipper_input_filtered_records_total") < rounds*perTxn {
+		t.Errorf("shipper_input_filtered_records_total = %v, want at least the %d aborted records", m.get(t, "shipper_input_filtered_records_total"), rounds*perTxn)
+	}
+}
+
+// TestKafkaRecordsDeletedBeforeRead: records removed from a partition
+// (kafka-delete-records) while the agent was stopped, below its committed
+// offset. On restart the gap is in the dead-letter store (type
+// offset_gap, with its first offset and count) and in the metric, it is
+// logged at error level, the rest is indexed, and the commits pass the gap.
+func TestKafkaRecordsDeletedBeforeRead(t *testing.T) {
+	topic := newTopic(t, 1)
+	index := topic
+	w := loggen.Writer(stack.KafkaBrokers, topic)
+	defer w.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := loggen.Produce(ctx, w, 0, 100); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	opts := agentOpts{Topic: topic, Group: topic, Index: index, DataDir: dir}
+	a := startAgent(t, opts)
+	waitFor(t, time.Minute, "100 documents", func() (bool, string) {
+		n := esCount(t, index)
+		return n == 100, fmt.Sprintf("%d documents", n)
+	})
+	waitCommittedToEnd(t, topic, topic, 1)
+	a.stop(20 * time.Second)
+
+	if err := loggen.Produce(ctx, w, 100, 100); err != nil {
+		t.Fatal(err)
+	}
+	req := kmsg.NewPtrDeleteRecordsRequest()
+	rt := kmsg.NewDeleteRecordsRequestTopic()
+	rt.Topic = topic
+	rp := kmsg.NewDeleteRecordsRequestTopicPartition()
+	rp.Partition, rp.Offset = 0, 150
+	rt.Partitions = append(rt.Partitions, rp)
+	req.Topics, req.TimeoutMillis = append(req.Topics, rt), 10_000
+	resp, err := req.RequestWith(ctx, franzClient(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := kerr.ErrorForCode(resp.Topics[0].Partitions[0].ErrorCode); err != nil {
+		t.Fatalf("delete records: %v", err)
+	}
+
+	a = startAgent(t, opts)
+	defer a.stop(20 * time.Second)
+	waitFor(t, time.Minute, "150 documents", func() (bool, string) {
+		n := esCount(t, index)
+		return n >= 150, fmt.Sprintf("%d documents", n)
+	})
+	waitCommittedToEnd(t, topic, topic, 1)
+	if n := esCount(t, index); n != 150 {
+		t.Fatalf("%d documents, want 150 (100 read before, 50 after the gap)", n)
+	}
+	var gaps []deadLetterLine
+	for _, d := range a.deadLetters() {
+		if d.Type == "offset_gap" {
+			gaps = append(gaps, d)
+		}
+	}
+	if len(gaps) != 1 || gaps[0].Topic != topic || gaps[0].Partition != 0 || gaps[0].Offset != 100 ||
+		len(gaps[0].Reasons) == 0 || !strings.Contains(gaps[0].Reasons[0], "50 records missing (offsets 100 to 149)") {
+		t.Fatalf("offset gaps in the dead-letter store: %+v, want one from offset 100, 50 records", gaps)
+	}
+	if got := agentMetrics(a).get(t, "shipper_input_skipped_records_total", "partition", "0", "topic", topic); got != 50 {
+		t.Errorf("shipper_input_skipped_records_total = %v, want 50", got)
+	}
+	if line := a.lastLogLine("kafka records skipped"); !strings.Contains(line, `"level":"ERROR"`) || !strings.Contains(line, `"count":50`) {
+		t.Errorf("log line for the gap: %q, want an error with the count", line)
+	}
+	// A replay has nothing to send for a gap: the entry stays.
+	a.cli("dlq", "replay")
+	if n := len(a.deadLetters()); n != 1 {
+		t.Errorf("%d dead letters after a replay, want the gap's entry to stay", n)
+	}
+}
