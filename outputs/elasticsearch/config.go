@@ -41,6 +41,16 @@ type Config struct {
 	// U+FFFD>, "message_base64": <the exact bytes>}; "dead_letter" stores it
 	// as a dead letter. Default "base64".
 	InvalidUTF8 string `hcl:"invalid_utf8,optional"`
+	// MetadataField, when set, adds the record's Kafka metadata to each
+	// document under this top-level field: topic, partition, offset, key
+	// (a string; key_base64 too when it is not UTF-8), timestamp, and the
+	// headers named in MetadataHeaders (header name -> value as a string;
+	// the last of repeated keys). A document whose own object already has
+	// the field keeps its own. Default "": off.
+	MetadataField string `hcl:"metadata_field,optional"`
+	// MetadataHeaders are the Kafka header names copied under
+	// MetadataField (.headers). Default none.
+	MetadataHeaders []string `hcl:"metadata_headers,optional"`
 	// MaxItemAttempts is how many times the delivery loop sends a document
 	// that Elasticsearch keeps failing for its own sake (a per-item 500, or a
 	// 409 other than "already indexed") before dead-lettering it with every
@@ -178,6 +188,13 @@ func (c Config) Validate() error {
 	}
 	if c.Tombstones != "skip" && c.Tombstones != "dead_letter" {
 		bad("tombstones", `must be "skip" or "dead_letter", got %q`, c.Tombstones)
+	}
+	if c.MetadataField == "" && len(c.MetadataHeaders) > 0 {
+		bad("metadata_headers", "needs metadata_field")
+	}
+	if c.MetadataField == timestampField || c.MetadataField == "message" || c.MetadataField == "message_base64" ||
+		strings.ContainsAny(c.MetadataField, ".\"\\") || strings.HasPrefix(c.MetadataField, "_") {
+		bad("metadata_field", "%q: want a plain field name, not @timestamp, message, message_base64, one starting with _ or with a dot", c.MetadataField)
 	}
 	if c.InvalidUTF8 != "base64" && c.InvalidUTF8 != "dead_letter" {
 		bad("invalid_utf8", `must be "base64" or "dead_letter", got %q`, c.InvalidUTF8)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
+	"strconv"
 	"time"
 	"unicode/utf8"
 
@@ -110,4 +111,72 @@ func hasTopLevelKey(obj []byte, key string) bool {
 		}
 	}
 	return false
+}
+
+// metadata adds a record's Kafka metadata to its document
+// (Config.MetadataField); the zero value adds nothing.
+type metadata struct {
+	field   string
+	headers []string
+}
+
+// add inserts the metadata object into the document dst[start:], a JSON
+// object, before its closing brace, unless the field is off or the
+// document has it already.
+func (m metadata) add(dst []byte, start int, r *shipper.Record) []byte {
+	if m.field == "" || dst[len(dst)-1] != '}' || hasTopLevelKey(dst[start:], m.field) {
+		return dst
+	}
+	dst = dst[:len(dst)-1]
+	if len(bytes.TrimSpace(dst[start+1:])) > 0 {
+		dst = append(dst, ',')
+	}
+	dst = strconv.AppendQuote(dst, m.field)
+	dst = append(dst, `:{"topic":`...)
+	dst = appendJSONString(dst, r.Topic)
+	dst = append(dst, `,"partition":`...)
+	dst = strconv.AppendInt(dst, int64(r.Partition), 10)
+	dst = append(dst, `,"offset":`...)
+	dst = strconv.AppendInt(dst, r.Offset, 10)
+	dst = append(dst, `,"timestamp":`...)
+	dst = appendTimestamp(dst, r.Time)
+	if r.Key != nil {
+		dst = append(dst, `,"key":`...)
+		dst = appendJSONString(dst, string(r.Key))
+		if !utf8.Valid(r.Key) {
+			dst = append(dst, `,"key_base64":"`...)
+			dst = base64.StdEncoding.AppendEncode(dst, r.Key)
+			dst = append(dst, '"')
+		}
+	}
+	if len(m.headers) > 0 {
+		var hs []shipper.Header
+		for _, name := range m.headers {
+			for i := len(r.Headers) - 1; i >= 0; i-- {
+				if r.Headers[i].Key == name {
+					hs = append(hs, r.Headers[i])
+					break
+				}
+			}
+		}
+		if len(hs) > 0 {
+			dst = append(dst, `,"headers":{`...)
+			for i, h := range hs {
+				if i > 0 {
+					dst = append(dst, ',')
+				}
+				dst = appendJSONString(dst, h.Key)
+				dst = append(dst, ':')
+				dst = appendJSONString(dst, string(h.Value))
+			}
+			dst = append(dst, '}')
+		}
+	}
+	return append(dst, "}}"...)
+}
+
+// appendJSONString appends s as a JSON string; invalid UTF-8 becomes U+FFFD.
+func appendJSONString(dst []byte, s string) []byte {
+	b, _ := json.Marshal(s) // a string always marshals
+	return append(dst, b...)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"strings"
 	"testing"
 
 	"github.com/shipper-agent/shipper"
@@ -113,4 +114,73 @@ func TestInvalidUTF8(t *testing.T) {
 			t.Fatalf("valid record: %+v, %d stored", res[2], len(srv.Docs("test")))
 		}
 	})
+}
+
+// TestMetadataField: with metadata_field set, every document shape (text,
+// an object, an object with its own @timestamp, an empty object) carries
+// the record's topic, partition, offset, timestamp, key (with key_base64
+// when it is not UTF-8) and the selected headers (the last of repeated
+// keys); a document that has the field keeps its own.
+func TestMetadataField(t *testing.T) {
+	srv := estest.New(t)
+	out := newOutput(t, srv, func(c *elasticsearch.Config) {
+		c.MetadataField, c.MetadataHeaders = "kafka", []string{"trace", "absent"}
+	})
+	recs := records("plain line", `{"a":1}`, `{"@timestamp":"2020-01-01T00:00:00Z","b":2}`, `{}`, `{"kafka":"mine"}`)
+	recs[0].Key = []byte("k0")
+	recs[1].Key = []byte{0xff, 'x'}
+	recs[0].Headers = []shipper.Header{{Key: "trace", Value: []byte("t1")}, {Key: "other", Value: []byte("o")}, {Key: "trace", Value: []byte("t2")}}
+	res, err := out.Send(context.Background(), recs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	docs := srv.Docs("test")
+	type meta struct {
+		Topic     string            `json:"topic"`
+		Partition int32             `json:"partition"`
+		Offset    int64             `json:"offset"`
+		Timestamp string            `json:"timestamp"`
+		Key       *string           `json:"key"`
+		KeyBase64 string            `json:"key_base64"`
+		Headers   map[string]string `json:"headers"`
+	}
+	for i, r := range recs {
+		if res[i].Outcome != elasticsearch.Delivered {
+			t.Fatalf("item %d: %+v", i, res[i])
+		}
+		raw := docs[r.DocumentID()]
+		if i == 4 {
+			if !strings.Contains(string(raw), `"kafka":"mine"`) || strings.Count(string(raw), `"kafka"`) != 1 {
+				t.Fatalf("doc with its own field: %s", raw)
+			}
+			continue
+		}
+		var doc struct {
+			Kafka meta `json:"kafka"`
+		}
+		if err := json.Unmarshal(raw, &doc); err != nil {
+			t.Fatalf("doc %d: %v: %s", i, err, raw)
+		}
+		m := doc.Kafka
+		if m.Topic != "app-logs" || m.Partition != 2 || m.Offset != r.Offset || m.Timestamp != "2026-11-21T06:30:00.123Z" {
+			t.Fatalf("doc %d metadata: %+v in %s", i, m, raw)
+		}
+		switch i {
+		case 0:
+			if m.Key == nil || *m.Key != "k0" || m.KeyBase64 != "" || len(m.Headers) != 1 || m.Headers["trace"] != "t2" {
+				t.Fatalf("doc 0 metadata: %+v", m)
+			}
+		case 1:
+			if m.KeyBase64 != base64.StdEncoding.EncodeToString(recs[1].Key) || m.Headers != nil {
+				t.Fatalf("doc 1 metadata: %+v", m)
+			}
+		default:
+			if m.Key != nil || m.Headers != nil {
+				t.Fatalf("doc %d metadata: %+v, want no key and no headers", i, m)
+			}
+		}
+	}
+	if !strings.Contains(string(docs[recs[2].DocumentID()]), `"@timestamp":"2020-01-01T00:00:00Z"`) {
+		t.Fatalf("own @timestamp lost: %s", docs[recs[2].DocumentID()])
+	}
 }

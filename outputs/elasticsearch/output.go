@@ -36,6 +36,8 @@ type Output struct {
 	// until one is. It only ever falls: a limit seen once (a node's or a
 	// proxy's) is assumed to stay for the life of the process.
 	learned atomic.Int64
+	// meta adds Kafka metadata to documents (metadata_field).
+	meta metadata
 }
 
 // New creates the output. It does not contact Elasticsearch. Close stops
@@ -47,7 +49,7 @@ func New(cfg Config, log *slog.Logger) (*Output, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	o := &Output{cfg: cfg, log: log}
+	o := &Output{cfg: cfg, log: log, meta: metadata{field: cfg.MetadataField, headers: cfg.MetadataHeaders}}
 	w := &watchdog{stall: cfg.StallTimeout, lifetime: cfg.ConnMaxLifetime,
 		attempts: map[*attempt]struct{}{}, conns: map[*trackedConn]struct{}{}}
 	p, err := newPool(cfg, log, newNodeTransports(cfg, w))
@@ -163,7 +165,7 @@ func (o *Output) Send(ctx context.Context, recs []*shipper.Record) ([]ItemResult
 			continue
 		}
 		start := len(b.body)
-		b.body = appendItem(b.body, o.cfg.Index, r)
+		b.body = appendItem(b.body, o.cfg.Index, r, o.meta)
 		if len(b.idx) > 0 && int64(len(b.body)) > o.BulkLimit() {
 			// r does not fit: send the others, start the next request with r.
 			next := newBatch(o.BulkLimit())
@@ -250,13 +252,15 @@ func (o *Output) sendBatch(ctx context.Context, b *batch, results []ItemResult) 
 	return nil
 }
 
-func appendItem(dst []byte, index string, r *shipper.Record) []byte {
+func appendItem(dst []byte, index string, r *shipper.Record, meta metadata) []byte {
 	dst = append(dst, `{"create":{"_index":`...)
 	dst = strconv.AppendQuote(dst, index)
 	dst = append(dst, `,"_id":`...)
 	dst = strconv.AppendQuote(dst, r.DocumentID())
 	dst = append(dst, "}}\n"...)
+	start := len(dst)
 	dst = appendDocument(dst, r)
+	dst = meta.add(dst, start, r)
 	return append(dst, '\n')
 }
 
