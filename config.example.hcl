@@ -58,8 +58,9 @@ kafka {
   # How long a broker may hold a fetch open waiting for new records.
   fetch_max_wait  = "500ms"
   dial_timeout    = "10s"
-  # How often the topics' partition counts are checked: a topic created
-  # after the agent started, or grown, makes the group rebalance to read it.
+  # How often the topics' partition counts and ids are checked: a topic
+  # created after the agent started, grown, or deleted and created again
+  # makes the group rebalance to read it.
   topic_refresh_interval = "10s"
 
   # TLS to the brokers (default: plain TCP). The block needs enabled = true;
@@ -135,12 +136,17 @@ elasticsearch {
   # many times is dead-lettered with every reason seen. 429, 502, 503, 504
   # and whole-request failures never count: they are the cluster's state.
   max_item_attempts = 10
-  # A record with a null or empty value (a tombstone): skip or dead_letter.
+  # A record with a null value (a Kafka tombstone): skip or dead_letter.
+  # A record with an empty value is always skipped: nothing to index.
   tombstones = "skip"
   # A value that is not valid UTF-8: base64 (indexed as "message" with
   # U+FFFD replacements plus "message_base64" with the exact bytes) or
   # dead_letter.
   invalid_utf8 = "base64"
+  # Add each record's Kafka topic, partition, offset, key and timestamp to
+  # its document under this field ("" = off), with the headers named here.
+  metadata_field   = ""
+  metadata_headers = []
   # Bounds on one request and on connections.
   request_timeout       = "60s"
   dial_timeout          = "5s"

@@ -1,13 +1,20 @@
 package shipper
 
 import (
+	"encoding/base32"
 	"strconv"
+	"strings"
 	"time"
 )
 
 // Record is one Kafka message as it travels through the agent.
 type Record struct {
-	Topic     string
+	Topic string
+	// TopicID names the topic's incarnation: TopicIDOf Kafka's topic id,
+	// the same for every record of a topic until it is deleted, different
+	// once a topic of the same name is created again. "" where the broker
+	// has no topic ids (Kafka before 2.8).
+	TopicID   string
 	Partition int32
 	Offset    int64
 	Key       []byte
@@ -40,14 +47,21 @@ func (tp TopicPartition) String() string {
 func (r *Record) TP() TopicPartition { return TopicPartition{r.Topic, r.Partition} }
 
 // DocumentID is the deterministic Elasticsearch _id of a record:
-// "<topic>-<partition>-<offset>". A record replayed after a crash or a
+// "<topic>-<topic id>-<partition>-<offset>", or "<topic>-<partition>-<offset>"
+// when the record has no TopicID. A record replayed after a crash or a
 // rebalance gets the same id, so indexing it with op_type=create cannot
-// produce a duplicate. Partition and offset come last, so the id parses from
-// the right even when the topic name contains dashes.
+// produce a duplicate; a record of a topic deleted and created again under
+// the same name gets a different one, so it never passes for an earlier
+// record at the same offset. Partition and offset come last, so the id
+// parses from the right even when the topic name contains dashes.
 func (r *Record) DocumentID() string {
-	b := make([]byte, 0, len(r.Topic)+24)
+	b := make([]byte, 0, len(r.Topic)+len(r.TopicID)+25)
 	b = append(b, r.Topic...)
 	b = append(b, '-')
+	if r.TopicID != "" {
+		b = append(b, r.TopicID...)
+		b = append(b, '-')
+	}
 	b = strconv.AppendInt(b, int64(r.Partition), 10)
 	b = append(b, '-')
 	b = strconv.AppendInt(b, r.Offset, 10)
@@ -64,4 +78,15 @@ type OffsetGap struct {
 	From, To  int64
 	// Reason says what happened, for the dead-letter store.
 	Reason string
+}
+
+// topicIDEncoding is lower-case base32hex without padding: ids stay short,
+// sort like the bytes and need no escaping.
+var topicIDEncoding = base32.HexEncoding.WithPadding(base32.NoPadding)
+
+// TopicIDOf returns the short form of a Kafka topic id (a random UUID) that
+// Record.TopicID holds: its first 5 bytes, 8 characters. Two incarnations
+// of one topic name share it with a probability of 2^-40.
+func TopicIDOf(uuid [16]byte) string {
+	return strings.ToLower(topicIDEncoding.EncodeToString(uuid[:5]))
 }

@@ -71,6 +71,7 @@ func TestChunkRoundTrip(t *testing.T) {
 	w := newChunkWriter(16, time.Now())
 	// The last two: an empty value and a null one (a tombstone).
 	want := []*shipper.Record{rec("t", 0, 5, 10), rec("other", 3, 1<<40, 3000), {Topic: "t", Partition: 1, Offset: 7, Value: []byte{}}, {Topic: "t", Offset: 9}}
+	want[1].TopicID = "0123abcd"
 	for _, r := range want {
 		w.add(r)
 	}
@@ -88,7 +89,7 @@ func TestChunkRoundTrip(t *testing.T) {
 	}
 	for i := range want {
 		g, w := got[i], want[i]
-		if g.Topic != w.Topic || g.Partition != w.Partition || g.Offset != w.Offset ||
+		if g.Topic != w.Topic || g.TopicID != w.TopicID || g.Partition != w.Partition || g.Offset != w.Offset ||
 			!bytes.Equal(g.Key, w.Key) || !bytes.Equal(g.Value, w.Value) || (g.Value == nil) != (w.Value == nil) ||
 			!g.Time.Equal(w.Time.Truncate(time.Millisecond)) {
 			t.Errorf("record %d = %+v, want %+v", i, g, *w)

@@ -15,16 +15,18 @@ import (
 // Chunk encoding (the value stored under a chunk key, split into pieces
 // when larger than pieceSize; see pieces.go):
 //
-//	magic "SHC3" | crc32c(stored) uint32 BE | flags byte | stored
+//	magic "SHC4" | crc32c(stored) uint32 BE | flags byte | stored
 //	stored  = payload, or zstd(payload) when flags has flagZstd
 //	payload = record*
-//	record  = uvarint len(topic) topic | varint partition | varint offset |
+//	record  = uvarint len(topic) topic | uvarint len(topic id) topic id |
+//	          varint partition | varint offset |
 //	          varint unix-millis | uvarint len(key) key | uvarint len(value)+1 value |
 //	          uvarint headers | (uvarint len(key) key | uvarint len(value) value)*
 //
 // A record's value length is stored plus one, and 0 stands for a null
 // value (a tombstone), so that it stays distinct from an empty one.
-// Older chunks are still read: "SHC2" stores the value length as it is (a
+// Older chunks are still read: "SHC3" has no topic id; "SHC2" also stores
+// the value length as it is (a
 // null and an empty value both read as null), and "SHC1", written before
 // records carried headers, ends each record after its value.
 //
@@ -32,7 +34,8 @@ import (
 // detected on load, before decompression, instead of being delivered as
 // garbage.
 var (
-	chunkMagic   = [4]byte{'S', 'H', 'C', '3'}
+	chunkMagic   = [4]byte{'S', 'H', 'C', '4'}
+	chunkMagicV3 = [4]byte{'S', 'H', 'C', '3'}
 	chunkMagicV2 = [4]byte{'S', 'H', 'C', '2'}
 	chunkMagicV1 = [4]byte{'S', 'H', 'C', '1'}
 )
@@ -66,7 +69,7 @@ func newChunkWriter(capacity int, now time.Time) *chunkWriter {
 
 // encodedLen is an upper bound of a record's encoded size.
 func encodedLen(r *shipper.Record) int {
-	n := len(r.Topic) + len(r.Key) + len(r.Value) + 7*binary.MaxVarintLen64
+	n := len(r.Topic) + len(r.TopicID) + len(r.Key) + len(r.Value) + 8*binary.MaxVarintLen64
 	for _, h := range r.Headers {
 		n += len(h.Key) + len(h.Value) + 2*binary.MaxVarintLen64
 	}
@@ -77,6 +80,8 @@ func (w *chunkWriter) add(r *shipper.Record) {
 	b := w.buf
 	b = binary.AppendUvarint(b, uint64(len(r.Topic)))
 	b = append(b, r.Topic...)
+	b = binary.AppendUvarint(b, uint64(len(r.TopicID)))
+	b = append(b, r.TopicID...)
 	b = binary.AppendVarint(b, int64(r.Partition))
 	b = binary.AppendVarint(b, r.Offset)
 	b = binary.AppendVarint(b, r.Time.UnixMilli())
@@ -145,9 +150,11 @@ func decodeChunk(data []byte, want int) ([]shipper.Record, error) {
 	if len(data) < chunkHeaderLen {
 		return nil, fmt.Errorf("%w: bad header", ErrCorrupt)
 	}
-	var withHeaders, nullable bool
+	var withHeaders, nullable, withTopicID bool
 	switch [4]byte(data[:4]) {
 	case chunkMagic:
+		withHeaders, nullable, withTopicID = true, true, true
+	case chunkMagicV3:
 		withHeaders, nullable = true, true
 	case chunkMagicV2:
 		withHeaders = true
@@ -170,8 +177,9 @@ func decodeChunk(data []byte, want int) ([]shipper.Record, error) {
 		return nil, fmt.Errorf("%w: unknown flags %#x", ErrCorrupt, data[8])
 	}
 	recs := make([]shipper.Record, 0, want)
-	// Topic names repeat in every record; share one string per distinct name.
-	var lastTopic string
+	// Topic names and ids repeat in every record; share one string per
+	// distinct value.
+	var lastTopic, lastTopicID string
 	for len(payload) > 0 {
 		var r shipper.Record
 		var ok bool
@@ -183,6 +191,16 @@ func decodeChunk(data []byte, want int) ([]shipper.Record, error) {
 			lastTopic = string(topic)
 		}
 		r.Topic = lastTopic
+		if withTopicID {
+			var id []byte
+			if id, payload, ok = readBytes(payload); !ok {
+				return nil, fmt.Errorf("%w: record %d: topic id", ErrCorrupt, len(recs))
+			}
+			if string(id) != lastTopicID {
+				lastTopicID = string(id)
+			}
+			r.TopicID = lastTopicID
+		}
 		var p, off, ms int64
 		if p, payload, ok = readVarint(payload); !ok {
 			return nil, fmt.Errorf("%w: record %d: partition", ErrCorrupt, len(recs))

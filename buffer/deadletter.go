@@ -185,6 +185,7 @@ var deadMagic = []byte("SDL1")
 
 type deadMeta struct {
 	Topic     string           `json:"topic"`
+	TopicID   string           `json:"topic_id,omitempty"`
 	Partition int32            `json:"partition"`
 	Offset    int64            `json:"offset"`
 	Time      time.Time        `json:"time"`
@@ -199,7 +200,7 @@ type deadMeta struct {
 
 func encodeDeadLetter(d DeadLetter) []byte {
 	r := &d.Record
-	meta, _ := json.Marshal(deadMeta{Topic: r.Topic, Partition: r.Partition, Offset: r.Offset, Time: r.Time,
+	meta, _ := json.Marshal(deadMeta{Topic: r.Topic, TopicID: r.TopicID, Partition: r.Partition, Offset: r.Offset, Time: r.Time,
 		Key: r.Key, Headers: r.Headers, Null: r.Value == nil, Type: d.Type, Reasons: d.Reasons,
 		Attempts: d.Attempts, Stored: d.Stored})
 	body := binary.AppendUvarint(nil, uint64(len(meta)))
@@ -252,7 +253,7 @@ func decodeDeadLetter(k, v []byte, maxValue int) (DeadLetter, error) {
 	} else {
 		value = nil
 	}
-	d.Record = shipper.Record{Topic: m.Topic, Partition: m.Partition, Offset: m.Offset, Time: m.Time,
+	d.Record = shipper.Record{Topic: m.Topic, TopicID: m.TopicID, Partition: m.Partition, Offset: m.Offset, Time: m.Time,
 		Key: m.Key, Headers: m.Headers, Value: value}
 	d.Type, d.Reasons, d.Attempts, d.Stored = m.Type, m.Reasons, m.Attempts, m.Stored
 	return d, nil

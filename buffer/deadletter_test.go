@@ -414,3 +414,20 @@ func TestHeadersRoundTrip(t *testing.T) {
 		t.Fatalf("headers %v, want %v", got[0].Headers, r.Headers)
 	}
 }
+
+// TestDeadLetterKeepsRecordIdentity: a dead letter keeps what makes its
+// document id (topic id included) and a null value stays null, so that a
+// replay indexes it under the id it would have had.
+func TestDeadLetterKeepsRecordIdentity(t *testing.T) {
+	for _, value := range [][]byte{nil, {}, []byte("v")} {
+		r := shipper.Record{Topic: "t", TopicID: "0123abcd", Partition: 2, Offset: 9, Value: value, Time: time.UnixMilli(1700000000000).UTC()}
+		data := encodeDeadLetter(DeadLetter{Record: r, Type: "x", Reasons: []string{"y"}})
+		got, err := decodeDeadLetter(deadKey(1, 0), data, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Record.DocumentID() != r.DocumentID() || (got.Record.Value == nil) != (value == nil) || string(got.Record.Value) != string(value) {
+			t.Fatalf("value %q: got record %+v (id %s), want id %s", value, got.Record, got.Record.DocumentID(), r.DocumentID())
+		}
+	}
+}

@@ -50,9 +50,10 @@ type Config struct {
 	// SASL authenticates to the brokers when its mechanism is set
 	// (SASLConfig, security.go). Default: no authentication.
 	SASL SASLConfig `hcl:"sasl,block"`
-	// TopicRefreshInterval is how often the topics' partition counts are
-	// checked: a topic created after the agent started, or given more
-	// partitions, makes the group rebalance to include them. Default 10s.
+	// TopicRefreshInterval is how often the topics' partition counts and
+	// ids are checked: a topic created after the agent started, given more
+	// partitions, or deleted and created again makes the group rebalance
+	// to read it. Default 10s.
 	TopicRefreshInterval time.Duration `hcl:"topic_refresh_interval,optional"`
 }
 

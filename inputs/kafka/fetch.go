@@ -89,9 +89,15 @@ type session struct {
 	loops map[int32]bool
 	// requestBytes is each request's share of fetch_max_bytes.
 	requestBytes int
-	// failed is set by a loop whose sink append failed: the generation
-	// ends and the group restarts the partitions from committed offsets.
-	failed bool
+	// rejoin is set when the session must end its generation: an append
+	// failed (the group restarts the partitions from committed offsets),
+	// or a topic was replaced (nothing more is committed for it).
+	rejoin bool
+	// topicIDs are the short ids of the assigned topics (topicid.go), set
+	// before the first fetch; records carry them into their document ids.
+	topicIDs map[string]string
+	// end ends the session, and with it the generation.
+	end context.CancelFunc
 }
 
 func newSession(in *Input, gen *kafkago.Generation, starts map[shipper.TopicPartition]int64) *session {
@@ -124,9 +130,12 @@ func newSession(in *Input, gen *kafkago.Generation, starts map[shipper.TopicPart
 func (s *session) run(ctx context.Context) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	s.mu.Lock()
+	s.end = cancel
+	s.mu.Unlock()
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	if !s.resolveStarts(ctx) {
+	if !s.resolveTopicIDs(ctx) || !s.resolveStarts(ctx) {
 		return
 	}
 	// Committed at once, so a restart before the first delivery starts
@@ -149,6 +158,75 @@ func (s *session) run(ctx context.Context) {
 		case <-t.C:
 		}
 	}
+}
+
+// topics returns the assigned topics.
+func (s *session) topics() []string {
+	var out []string
+	for _, ps := range s.order {
+		if !slices.Contains(out, ps.tp.Topic) {
+			out = append(out, ps.tp.Topic)
+		}
+	}
+	return out
+}
+
+// resolveTopicIDs learns the assigned topics' ids, retrying until it
+// succeeds or ctx ends: no record is read without the id its document
+// id needs.
+func (s *session) resolveTopicIDs(ctx context.Context) bool {
+	topics := s.topics()
+	if len(topics) == 0 {
+		return true
+	}
+	backoff := retryMin
+	for {
+		ids, err := s.in.topicIDs(ctx, topics)
+		if err == nil {
+			s.mu.Lock()
+			s.topicIDs = ids
+			s.mu.Unlock()
+			return true
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		s.in.log.Warn("kafka topic ids; retrying", "retry_in", backoff.String(), "err", err)
+		sleep(ctx, backoff)
+		if ctx.Err() != nil {
+			return false
+		}
+		backoff = min(2*backoff, retryMax)
+	}
+}
+
+// topicReplaced reports whether topic now has another id than when the
+// session started: it was deleted and created again. The session is then
+// ended, so the group rejoins and reads the new topic with its own ids
+// (Kafka deleted the old topic's committed offsets with it).
+func (s *session) topicReplaced(ctx context.Context, topic string) bool {
+	ids, err := s.in.topicIDs(ctx, []string{topic})
+	if err != nil {
+		return false // gone, or unreachable: fetching retries meanwhile
+	}
+	s.mu.Lock()
+	was := s.topicIDs[topic]
+	end := s.end
+	replaced := ids[topic] != was
+	if replaced {
+		s.rejoin = true
+	}
+	s.mu.Unlock()
+	if !replaced {
+		return false
+	}
+	s.in.log.Warn("kafka topic was deleted and created again; rejoining the group to read the new one",
+		"topic", topic, "topic_id_before", was, "topic_id_now", ids[topic])
+	s.in.stats.resets.Add(1)
+	if end != nil {
+		end()
+	}
+	return true
 }
 
 // resolveStarts replaces the start offsets of partitions the group never
@@ -313,7 +391,7 @@ func (s *session) fetchLoop(ctx context.Context, broker int32, fail context.Canc
 			if ctx.Err() == nil {
 				s.in.log.Error("append record; ending the generation to restart from committed offsets", "err", err)
 				s.mu.Lock()
-				s.failed = true
+				s.rejoin = true
 				s.mu.Unlock()
 				fail()
 			}
@@ -398,6 +476,9 @@ func (s *session) records(ctx context.Context, ps *partition, rp *fetch.Response
 	s.mu.Unlock()
 
 	readCommitted := s.in.isolation() == kafkago.ReadCommitted
+	s.mu.Lock()
+	topicID := s.topicIDs[ps.tp.Topic]
+	s.mu.Unlock()
 	aborted := slices.Clone(rp.AbortedTransactions)
 	slices.SortFunc(aborted, func(a, b fetch.ResponseTransaction) int { return cmp.Compare(a.FirstOffset, b.FirstOffset) })
 	abortedPIDs := map[int64]bool{}
@@ -456,7 +537,7 @@ func (s *session) records(ctx context.Context, ps *partition, rp *fetch.Response
 				filtered++
 				continue
 			}
-			rec, err := convert(ps.tp, r)
+			rec, err := convert(ps.tp, topicID, r)
 			if err != nil {
 				// A record that cannot be read is not skipped: the
 				// partition is fetched again from it.
@@ -498,6 +579,9 @@ func (s *session) setNext(ps *partition, next, appended int64) {
 // range is reset by start_offset; anything else backs the partition off,
 // while the other partitions go on.
 func (s *session) partitionError(ctx context.Context, ps *partition, err error) {
+	if errors.Is(err, kafkago.UnknownTopicOrPartition) && s.topicReplaced(ctx, ps.tp.Topic) {
+		return
+	}
 	if errors.Is(err, kafkago.OffsetOutOfRange) {
 		if rerr := s.resetOffset(ctx, ps); rerr == nil {
 			return
@@ -565,6 +649,9 @@ func (s *session) resetOffset(ctx context.Context, ps *partition) error {
 	case from > last:
 		// The log ends below our position: the topic was deleted and
 		// created again, or an unclean leader election truncated it.
+		if s.topicReplaced(ctx, ps.tp.Topic) {
+			return nil
+		}
 		to = first
 		s.in.log.Error("kafka partition log ends below the consumer's position: the topic was recreated or truncated; reading from the log start",
 			"partition", ps.tp.String(), "position", from, "log_start", first, "log_end", last)
@@ -583,7 +670,7 @@ func (s *session) resetOffset(ctx context.Context, ps *partition) error {
 }
 
 // convert copies a fetched record out of the response's pages.
-func convert(tp shipper.TopicPartition, r *protocol.Record) (shipper.Record, error) {
+func convert(tp shipper.TopicPartition, topicID string, r *protocol.Record) (shipper.Record, error) {
 	defer closeRecord(r)
 	key, err := protocol.ReadAll(r.Key)
 	if err != nil {
@@ -593,7 +680,7 @@ func convert(tp shipper.TopicPartition, r *protocol.Record) (shipper.Record, err
 	if err != nil {
 		return shipper.Record{}, err
 	}
-	rec := shipper.Record{Topic: tp.Topic, Partition: tp.Partition, Offset: r.Offset, Key: key, Value: value, Time: r.Time}
+	rec := shipper.Record{Topic: tp.Topic, TopicID: topicID, Partition: tp.Partition, Offset: r.Offset, Key: key, Value: value, Time: r.Time}
 	if len(r.Headers) > 0 {
 		rec.Headers = make([]shipper.Header, len(r.Headers))
 		for i, h := range r.Headers {

@@ -217,3 +217,43 @@ func TestInputStatus(t *testing.T) {
 		t.Errorf("logs/1 status = %+v, want committed 0, lag 10, delivered unknown (-1)", p1)
 	}
 }
+
+// TestInputTopicRecreated: a topic deleted and created again under the
+// same name while the input reads it. Its records restart at offset 0;
+// they carry another topic id than the old topic's, so their document ids
+// differ from those of the old records at the same offsets, and every
+// record of both topics reaches the sink once.
+func TestInputTopicRecreated(t *testing.T) {
+	t.Parallel()
+	const group = "g-recreated"
+	c := kafkatest.NewCluster(t, 1, "logs")
+	old := produce(t, c, "logs", 1, 0, 5)
+	cfg := testConfig(t, c, group, "logs")
+	cfg.TopicRefreshInterval = 200 * time.Millisecond
+	sink := kafkatest.NewSink()
+	marks := kafkatest.NewWatermarks(nil)
+	in := start(t, cfg, sink, marks)
+	in.waitAssigned(t, 1)
+	sink.WaitFor(t, waitTimeout, "the old topic's records", func(s kafkatest.SinkState) bool { return s.Records >= len(old) })
+	deliverAll(sink, marks)
+	waitCommitted(t, c, group, "logs", map[int32]int64{0: 5})
+
+	c.DeleteTopic(t, "logs")
+	c.CreateTopic(t, "logs", 1)
+	fresh := produce(t, c, "logs", 1, 0, 3)
+	sink.WaitFor(t, waitTimeout, "the new topic's records", func(s kafkatest.SinkState) bool { return s.Records >= len(old)+len(fresh) })
+	in.stop(t)
+	got := sink.Records()
+	checkRecords(t, got, append(old, fresh...))
+	before, after := got[0].TopicID, got[len(old)].TopicID
+	if before == "" || after == "" || before == after {
+		t.Fatalf("topic ids %q (old) and %q (new): want two different ones", before, after)
+	}
+	ids := map[string]bool{}
+	for _, r := range got {
+		if ids[r.DocumentID()] {
+			t.Fatalf("document id %s given twice", r.DocumentID())
+		}
+		ids[r.DocumentID()] = true
+	}
+}

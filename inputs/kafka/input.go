@@ -248,9 +248,9 @@ func (in *Input) startGeneration(gen *kafkago.Generation) {
 		defer stop()
 		s.run(ctx)
 		s.mu.Lock()
-		failed := s.failed
+		rejoin := s.rejoin
 		s.mu.Unlock()
-		if failed {
+		if rejoin {
 			// Returning ends the generation: the group rejoins and
 			// the partitions restart from their committed offsets.
 			return
@@ -276,7 +276,11 @@ func (in *Input) startOffsets(gen *kafkago.Generation) map[shipper.TopicPartitio
 		for _, p := range parts {
 			tp := shipper.TopicPartition{Topic: topic, Partition: int32(p.ID)}
 			starts[tp] = p.Offset
-			if r, ok := resume[tp]; ok && r > p.Offset {
+			// Only past a committed offset: a partition without one is
+			// new to the group, or of a topic created again (Kafka
+			// deletes a topic's offsets with it), and what the buffer
+			// holds for it may be of the old topic.
+			if r, ok := resume[tp]; ok && p.Offset >= 0 && r > p.Offset {
 				ahead[topic] = append(ahead[topic], kafkago.LastOffsetOf(p.ID))
 			}
 		}
@@ -328,9 +332,10 @@ func (in *Input) partitionCounts(ctx context.Context) (map[string]int, error) {
 }
 
 // watchTopics ends the generation, making the group rebalance, when the
-// partition count of a subscribed topic changes: a topic created after the
-// join, or grown. With counts nil (metadata failed at the join), the first
-// successful answer is compared with the partitions the group assigned.
+// partition count of a subscribed topic changes (a topic created after the
+// join, or grown) or an assigned topic was deleted and created again.
+// With counts nil (metadata failed at the join), the first successful
+// answer is compared with the partitions the group assigned.
 func (in *Input) watchTopics(gctx context.Context, counts map[string]int) {
 	t := time.NewTicker(in.cfg.TopicRefreshInterval)
 	defer t.Stop()
@@ -356,6 +361,18 @@ func (in *Input) watchTopics(gctx context.Context, counts map[string]int) {
 				in.log.Info("kafka topic partitions changed; rejoining the group", "topic", topic,
 					"before", counts[topic], "now", now[topic])
 				return // ends the generation
+			}
+		}
+		// A topic deleted and created again with as many partitions
+		// keeps its counts; its id tells.
+		in.mu.Lock()
+		s := in.sess
+		in.mu.Unlock()
+		if s != nil {
+			for _, topic := range s.topics() {
+				if s.topicReplaced(gctx, topic) {
+					return
+				}
 			}
 		}
 	}
@@ -391,6 +408,12 @@ func (in *Input) commit(s *session) {
 	wm := in.marks.Watermarks()
 	offsets := map[string]map[int]int64{}
 	s.mu.Lock()
+	if s.rejoin {
+		// Its offsets may be of a topic deleted since: committing them
+		// for the new one would skip its records.
+		s.mu.Unlock()
+		return
+	}
 	for tp, ps := range s.parts {
 		if ps.next < 0 {
 			continue // not resolved yet

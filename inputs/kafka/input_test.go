@@ -742,20 +742,24 @@ func TestInputPicksUpTopicCreatedLater(t *testing.T) {
 // TestInputResumesAfterBufferedRecords: after a restart the sink already
 // holds records past the committed offset; reading starts after them, while
 // the commit floor stays the committed offset. A resume offset beyond the
-// partition's end (a recreated topic) is ignored.
+// partition's end is ignored, and so is one of a partition without a
+// committed offset (new to the group, or of a topic created again: what the
+// sink holds may be of the old topic).
 func TestInputResumesAfterBufferedRecords(t *testing.T) {
 	t.Parallel()
-	c := kafkatest.NewCluster(t, 2, "logs")
-	all := produce(t, c, "logs", 2, 0, 10)
+	c := kafkatest.NewCluster(t, 3, "logs")
+	all := produce(t, c, "logs", 3, 0, 10)
+	c.Commit(t, "g-resume", "logs", map[int32]int64{0: 2, 1: 0})
 	marks := kafkatest.NewWatermarks(nil)
-	marks.SetResume(tp("logs", 0), 6)   // the sink holds logs/0 up to offset 5
+	marks.SetResume(tp("logs", 0), 6)   // the sink holds logs/0 from 2 up to 5
 	marks.SetResume(tp("logs", 1), 500) // beyond the end: ignored
+	marks.SetResume(tp("logs", 2), 3)   // no committed offset: ignored
 	sink := kafkatest.NewSink()
 	in := start(t, testConfig(t, c, "g-resume", "logs"), sink, marks)
-	in.waitAssigned(t, 2)
+	in.waitAssigned(t, 3)
 	var want []shipper.Record
 	for _, r := range all {
-		if r.Partition == 1 || r.Offset >= 6 {
+		if r.Partition != 0 || r.Offset >= 6 {
 			want = append(want, r)
 		}
 	}
@@ -764,5 +768,5 @@ func TestInputResumesAfterBufferedRecords(t *testing.T) {
 	marks.WaitCalls(t, marks.Calls()+2, waitTimeout)
 	in.stop(t)
 	checkRecords(t, sink.Records(), want)
-	checkCommitted(t, c, "g-resume", "logs", map[int32]int64{0: 10, 1: 0})
+	checkCommitted(t, c, "g-resume", "logs", map[int32]int64{0: 10, 1: 0, 2: 0})
 }

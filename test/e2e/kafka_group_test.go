@@ -396,7 +396,7 @@ func indexedFrom(t *testing.T, topic string, partition int, from, end int64) []s
 	for lo := max(from, 0); lo < end; lo += 5000 {
 		var ids []string
 		for off := lo; off < min(lo+5000, end); off++ {
-			ids = append(ids, fmt.Sprintf("%s-%d-%d", topic, partition, off))
+			ids = append(ids, docID(t, topic, partition, off))
 		}
 		var res struct {
 			Docs []struct {

@@ -17,18 +17,6 @@ import (
 	"github.com/shipper-agent/shipper/test/e2e/loggen"
 )
 
-// franzClient returns a franz-go client of the stack's broker: kafka-go
-// cannot produce transactions or delete records.
-func franzClient(t *testing.T, opts ...kgo.Opt) *kgo.Client {
-	t.Helper()
-	c, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(stack.KafkaBrokers), kgo.RecordPartitioner(kgo.ManualPartitioner())}, opts...)...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
-	return c
-}
-
 // groupOffsets returns the group's committed offset of each partition
 // (-1 where none is).
 func groupOffsets(t *testing.T, group, topic string, partitions int) map[int]int64 {
@@ -222,5 +210,65 @@ func TestKafkaRecordsDeletedBeforeRead(t *testing.T) {
 	a.cli("dlq", "replay")
 	if n := len(a.deadLetters()); n != 1 {
 		t.Errorf("%d dead letters after a replay, want the gap's entry to stay", n)
+	}
+}
+
+// TestKafkaTopicRecreated: a topic deleted and created again under the
+// same name while the agent reads it. The new topic's offsets start at 0
+// again, but its records carry another topic id in their document ids, so
+// none is taken for an already indexed record of the old topic: both
+// topics' records are indexed, each exactly once.
+func TestKafkaTopicRecreated(t *testing.T) {
+	const partitions, first, second = 2, 400, 300
+	topic := newTopic(t, partitions)
+	index := topic
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	seqs := func(from, n int) [][]byte {
+		var out [][]byte
+		for i := from; i < from+n; i++ {
+			out = append(out, fmt.Appendf(nil, `{"seq":%d}`, i))
+		}
+		return out
+	}
+	produceJSON(t, topic, seqs(0, first), 0)
+	a := startAgent(t, agentOpts{Topic: topic, Group: topic, Index: index, DataDir: t.TempDir(),
+		KafkaExtra: `topic_refresh_interval = "1s"`})
+	defer a.stop(20 * time.Second)
+	waitFor(t, time.Minute, fmt.Sprintf("%d documents", first), func() (bool, string) {
+		n := esCount(t, index)
+		return n == first, fmt.Sprintf("%d documents", n)
+	})
+
+	if err := loggen.DeleteTopic(ctx, stack.KafkaBrokers, topic); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "the topic created again", func() (bool, string) {
+		err := loggen.CreateTopic(ctx, stack.KafkaBrokers, topic, partitions)
+		return err == nil, fmt.Sprint(err)
+	})
+	produceJSON(t, topic, seqs(first, second), 0)
+	want := first + second
+	waitFor(t, time.Minute, fmt.Sprintf("%d documents", want), func() (bool, string) {
+		n := esCount(t, index)
+		return n >= want, fmt.Sprintf("%d documents", n)
+	})
+	waitCommittedToEnd(t, topic, topic, partitions)
+	var res struct {
+		Hits struct {
+			Total struct {
+				Value int `json:"value"`
+			} `json:"total"`
+		} `json:"hits"`
+		Aggregations struct {
+			Seqs struct {
+				Value int `json:"value"`
+			} `json:"seqs"`
+		} `json:"aggregations"`
+	}
+	esDo(t, "POST", "/"+index+"/_search", strings.NewReader(
+		`{"size":0,"track_total_hits":true,"aggs":{"seqs":{"cardinality":{"field":"seq","precision_threshold":10000}}}}`), &res)
+	if res.Hits.Total.Value != want || res.Aggregations.Seqs.Value != want {
+		t.Fatalf("%d documents with %d distinct seq numbers, want %d of each", res.Hits.Total.Value, res.Aggregations.Seqs.Value, want)
 	}
 }

@@ -37,7 +37,7 @@ func TestBulkSplitsOn413(t *testing.T) {
 	produce(t, topic, 0, n/2)
 	big := fmt.Appendf(nil, `{"seq":%d,"blob":%q}`, n, strings.Repeat("a", 300<<10))
 	bigOffset := produceAt(t, topic, 0, big)
-	bigID := fmt.Sprintf("%s-0-%d", topic, bigOffset)
+	bigID := docID(t, topic, 0, bigOffset)
 	produce(t, topic, n/2, n-n/2)
 
 	o := agentOpts{Topic: topic, Group: topic, Index: topic, DataDir: t.TempDir(),
@@ -106,7 +106,7 @@ func TestDocumentFailing500Forever(t *testing.T) {
 	topic := newTopic(t, partitions)
 	produce(t, topic, 0, n)
 	const victimOffset = 500
-	victim := fmt.Sprintf("%s-1-%d", topic, victimOffset)
+	victim := docID(t, topic, 1, victimOffset)
 	front := newESFront(t)
 	front.failDocument(victim, 500, "illegal_state_exception")
 

@@ -12,11 +12,15 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/shipper-agent/shipper"
 	"github.com/shipper-agent/shipper/test/e2e/loggen"
 )
 
@@ -207,7 +211,7 @@ func assertExactlyOnce(t *testing.T, index, topic string, partitions, n int, dea
 	}
 	for p := range partitions {
 		for off := int64(0); off < end[p]; off++ {
-			ids = append(ids, fmt.Sprintf("%s-%d-%d", topic, p, off))
+			ids = append(ids, docID(t, topic, p, off))
 			if len(ids) == 5000 {
 				check()
 			}
@@ -216,6 +220,54 @@ func assertExactlyOnce(t *testing.T, index, topic string, partitions, n int, dea
 	if len(ids) > 0 {
 		check()
 	}
+}
+
+var (
+	topicIDsMu sync.Mutex
+	topicIDs   = map[string]string{}
+)
+
+// docID returns the document id the agent gives the record at offset of
+// topic's partition: "<topic>-<topic id>-<partition>-<offset>", the topic
+// id read from the broker (Metadata v10, which kafka-go cannot send).
+func docID(t *testing.T, topic string, partition int, offset int64) string {
+	t.Helper()
+	topicIDsMu.Lock()
+	defer topicIDsMu.Unlock()
+	id, ok := topicIDs[topic]
+	if !ok {
+		req := kmsg.NewPtrMetadataRequest()
+		req.Version = 10
+		rt := kmsg.NewMetadataRequestTopic()
+		rt.Topic = kmsg.StringPtr(topic)
+		req.Topics = append(req.Topics, rt)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		res, err := req.RequestWith(ctx, franzClient(t))
+		if err != nil {
+			t.Fatalf("metadata of %s: %v", topic, err)
+		}
+		if len(res.Topics) != 1 || res.Topics[0].ErrorCode != 0 {
+			t.Fatalf("metadata of %s: %+v", topic, res.Topics)
+		}
+		id = shipper.TopicIDOf(res.Topics[0].TopicID)
+		topicIDs[topic] = id
+	}
+	r := shipper.Record{Topic: topic, TopicID: id, Partition: int32(partition), Offset: offset}
+	return r.DocumentID()
+}
+
+// franzClient returns a franz-go client of the stack's broker, closed with
+// the test: kafka-go cannot produce transactions, delete records or read
+// topic ids.
+func franzClient(t *testing.T, opts ...kgo.Opt) *kgo.Client {
+	t.Helper()
+	c, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(stack.KafkaBrokers), kgo.RecordPartitioner(kgo.ManualPartitioner())}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return c
 }
 
 // brokerConfig returns a setting of the stack's broker (node 1) as the

@@ -35,23 +35,27 @@ func NewCluster(t testing.TB, partitions int32, topics ...string) *Cluster {
 	if err != nil {
 		t.Fatalf("start kfake: %v", err)
 	}
-	client, err := kgo.NewClient(
-		kgo.SeedBrokers(kf.ListenAddrs()...),
-		kgo.RecordPartitioner(kgo.ManualPartitioner()),
-		// Requests by topic name, as the Kafka 3.9 the e2e tests run
-		// against answers them; later versions address topics by id.
-		kgo.MaxVersions(kversion.V3_9_0()),
-	)
+	client, err := newClient(kf.ListenAddrs())
 	if err != nil {
 		kf.Close()
 		t.Fatalf("kgo client: %v", err)
 	}
 	c := &Cluster{kf: kf, client: client}
 	t.Cleanup(func() {
-		client.Close()
+		c.client.Close()
 		kf.Close()
 	})
 	return c
+}
+
+func newClient(addrs []string) (*kgo.Client, error) {
+	return kgo.NewClient(
+		kgo.SeedBrokers(addrs...),
+		kgo.RecordPartitioner(kgo.ManualPartitioner()),
+		// Requests by topic name, as the Kafka 3.9 the e2e tests run
+		// against answers them; later versions address topics by id.
+		kgo.MaxVersions(kversion.V3_9_0()),
+	)
 }
 
 // Addrs returns the brokers' "host:port" addresses.
@@ -155,6 +159,33 @@ func (c *Cluster) EndOffsets(t testing.TB, topic string, parts ...int32) map[int
 		}
 	}
 	return out
+}
+
+// DeleteTopic deletes a topic.
+func (c *Cluster) DeleteTopic(t testing.TB, topic string) {
+	t.Helper()
+	req := kmsg.NewPtrDeleteTopicsRequest()
+	req.TopicNames = []string{topic}
+	rt := kmsg.NewDeleteTopicsRequestTopic()
+	rt.Topic = kmsg.StringPtr(topic)
+	req.Topics = append(req.Topics, rt)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := req.RequestWith(ctx, c.client)
+	if err != nil {
+		t.Fatalf("delete topic: %v", err)
+	}
+	for _, rt := range resp.Topics {
+		if err := kerr.ErrorForCode(rt.ErrorCode); err != nil {
+			t.Fatalf("delete topic %s: %v", topic, err)
+		}
+	}
+	// The client keeps the deleted topic's id: a topic created again
+	// under the name needs a fresh one.
+	c.client.Close()
+	if c.client, err = newClient(c.kf.ListenAddrs()); err != nil {
+		t.Fatalf("kgo client: %v", err)
+	}
 }
 
 // CreateTopic creates a topic after the cluster started.
