@@ -397,7 +397,23 @@ func (b *Buffer) Append(ctx context.Context, r *shipper.Record) error {
 	b.open.add(r)
 	b.memUsed += int64(cap(b.open.buf) - before)
 	b.lastAppended[r.TP()] = r.Offset
+	if len(b.quarantinedNow) > 0 {
+		b.rereading(r.TP(), r.Offset)
+	}
 	return nil
+}
+
+// rereading releases the ranges of this run's quarantined chunks that a
+// partition read again from offset (or below) covers: the chunks now being
+// filled hold those records back from the commit instead. The caller holds
+// b.mu.
+func (b *Buffer) rereading(tp shipper.TopicPartition, offset int64) {
+	for i := range b.quarantinedNow {
+		m := &b.quarantinedNow[i]
+		m.Ranges = slices.DeleteFunc(slices.Clone(m.Ranges), func(rg OffsetRange) bool {
+			return rg.Topic == tp.Topic && rg.Partition == tp.Partition && rg.First >= offset
+		})
+	}
 }
 
 // appendBlocked says why a record of the given size cannot be appended now,
@@ -884,14 +900,24 @@ func (b *Buffer) Watermarks() map[shipper.TopicPartition]int64 {
 // record: chunks reach disk in order and a partition's records are appended
 // in order, so every record between the committed offset and that one is
 // stored or delivered (the open chunk lost in a crash lies above it). A
-// chunk quarantined in an earlier run lowers it to the chunk's first
-// offset, so its records are read again.
+// chunk quarantined, in an earlier run or in this one, lowers it to the
+// chunk's first offset, so its records are read again; once they are
+// appended again the chunk no longer holds the commit back (Watermarks).
 func (b *Buffer) ResumeOffsets() map[shipper.TopicPartition]int64 {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	out := make(map[shipper.TopicPartition]int64, len(b.lastAppended))
 	for tp, last := range b.lastAppended {
 		out[tp] = last + 1
+	}
+	// A chunk quarantined in this run: its records are read again.
+	for _, m := range b.quarantinedNow {
+		for _, rg := range m.Ranges {
+			tp := shipper.TopicPartition{Topic: rg.Topic, Partition: rg.Partition}
+			if cur, ok := out[tp]; ok && rg.First < cur {
+				out[tp] = rg.First
+			}
+		}
 	}
 	return out
 }

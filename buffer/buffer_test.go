@@ -505,6 +505,33 @@ func TestCorruptChunkQuarantined(t *testing.T) {
 		t.Fatalf("wm = %v, want 0", wm)
 	}
 	b.Close()
+
+	// In the same run, a consumer that starts again (a rebalance gave the
+	// partition back) resumes at the quarantined records, not after them;
+	// once it appended them again, the quarantined chunk no longer holds
+	// the commit back, the new chunk does until delivered.
+	c1 := c
+	c1.Dir = t.TempDir()
+	b1 := open(t, c1)
+	appendN(t, b1, "t", 0, 0, 5, 10)
+	bad, _ = b1.Flush(context.Background())
+	appendN(t, b1, "t", 0, 5, 5, 10)
+	b1.Flush(context.Background())
+	if err := b1.db.Update(func(txn *badger.Txn) error { return txn.Set(key(prefixChunk, bad), []byte("SHC1garbage")) }); err != nil {
+		t.Fatal(err)
+	}
+	ch, _ = b1.Next(ctxT(t))
+	b1.Ack(context.Background(), ch, nil)
+	if got := b1.ResumeOffsets()[shipper.TopicPartition{Topic: "t"}]; got != 0 {
+		t.Fatalf("resume offset with a chunk quarantined in this run = %d, want its first offset 0", got)
+	}
+	appendN(t, b1, "t", 0, 0, 5, 10)
+	b1.Flush(context.Background())
+	ch, _ = b1.Next(ctxT(t))
+	b1.Ack(context.Background(), ch, nil)
+	if wm := b1.Watermarks(); wm[shipper.TopicPartition{Topic: "t"}] != 5 {
+		t.Fatalf("quarantined records read again and delivered: wm = %v, want 5", wm)
+	}
 	b2 := open(t, c)
 	if s := b2.Stats(); s.Quarantined != 1 || s.DiskChunks != 0 {
 		t.Fatalf("after reopen: %+v", s)
