@@ -136,7 +136,15 @@ elasticsearch {
   # many times is dead-lettered with every reason seen. 429, 502, 503, 504
   # and whole-request failures never count: they are the cluster's state.
   max_item_attempts = 10
-  # A record with a null value (a Kafka tombstone): skip or dead_letter.
+  # Document ids. offset: one document per record,
+  # <topic>-<topic id>-<partition>-<offset>, written with create (replays
+  # find it). key: one document per record key, <topic>-<topic id>-<key>,
+  # written with index and the offset as external version, so it holds the
+  # key's latest record whatever the delivery order (a compacted topic
+  # mirrored); records without a key keep offset ids.
+  document_id = "offset"
+  # A record with a null value (a Kafka tombstone): skip, dead_letter, or
+  # delete (with document_id = "key": deletes the key's document).
   # A record with an empty value is always skipped: nothing to index.
   tombstones = "skip"
   # A value that is not valid UTF-8: base64 (indexed as "message" with

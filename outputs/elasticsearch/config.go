@@ -31,10 +31,23 @@ type Config struct {
 	// http.max_content_length; a smaller limit of a node or proxy is learned
 	// at run time from its 413 answers. Default 8MiB.
 	MaxBulkBytes shipper.ByteSize `hcl:"max_bulk_bytes,optional"`
+	// DocumentID is how document ids are made: "offset" gives every
+	// record its own document, <topic>-<topic id>-<partition>-<offset>,
+	// written with create (a replay finds it and counts it a duplicate).
+	// "key" gives every record key one document, <topic>-<topic id>-<key>
+	// (the key as it is when it is UTF-8 text of at most 256 bytes without
+	// control characters and not starting with '#'; else '#' and its
+	// SHA-256 in hex), written with index and the offset as an external
+	// version, so the document holds the latest record of the key whatever
+	// the order of delivery, and replays change nothing: a compacted topic
+	// mirrored. Records without a key get offset ids. Default "offset".
+	DocumentID string `hcl:"document_id,optional"`
 	// Tombstones says what becomes of a record with a null value (a Kafka
-	// tombstone): "skip" (nothing is indexed; the record counts as done)
-	// or "dead_letter". A record with an empty value is always skipped:
-	// there is nothing to index. Default "skip".
+	// tombstone): "skip" (nothing is indexed; the record counts as done),
+	// "dead_letter", or "delete" (with document_id = "key": the key's
+	// document is deleted, unless it holds a later offset). A record with an
+	// empty value is always skipped: there is nothing to index. Default
+	// "skip".
 	Tombstones string `hcl:"tombstones,optional"`
 	// InvalidUTF8 says what becomes of a value that is not valid UTF-8:
 	// "base64" indexes {"message": <the value with invalid bytes replaced by
@@ -125,6 +138,7 @@ func DefaultConfig() Config {
 		Workers:              2,
 		MaxBulkBytes:         8 << 20,
 		Tombstones:           "skip",
+		DocumentID:           "offset",
 		InvalidUTF8:          "base64",
 		MaxItemAttempts:      10,
 		RequestTimeout:       60 * time.Second,
@@ -186,8 +200,14 @@ func (c Config) Validate() error {
 		bad("max_bulk_bytes", "must be at most 100MiB (Elasticsearch's default http.max_content_length is 100mb; "+
 			"a smaller node or proxy limit is learned at run time from 413 answers), got %s", c.MaxBulkBytes)
 	}
-	if c.Tombstones != "skip" && c.Tombstones != "dead_letter" {
-		bad("tombstones", `must be "skip" or "dead_letter", got %q`, c.Tombstones)
+	if c.Tombstones != "skip" && c.Tombstones != "dead_letter" && c.Tombstones != "delete" {
+		bad("tombstones", `must be "skip", "dead_letter" or "delete", got %q`, c.Tombstones)
+	}
+	if c.DocumentID != "offset" && c.DocumentID != "key" {
+		bad("document_id", `must be "offset" or "key", got %q`, c.DocumentID)
+	}
+	if c.Tombstones == "delete" && c.DocumentID != "key" {
+		bad("tombstones", `"delete" needs document_id = "key": with offset ids no other record shares a tombstone's id`)
 	}
 	if c.MetadataField == "" && len(c.MetadataHeaders) > 0 {
 		bad("metadata_headers", "needs metadata_field")

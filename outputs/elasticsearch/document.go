@@ -2,10 +2,14 @@ package elasticsearch
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"strconv"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/shipper-agent/shipper"
@@ -18,12 +22,14 @@ const timestampField = "@timestamp"
 // for a record to send.
 func (o *Output) precheck(r *shipper.Record) ItemResult {
 	switch {
+	case r.Value == nil && o.cfg.Tombstones == "delete" && r.Key != nil:
+		return ItemResult{} // sent as a delete of the key's document
 	case r.Value == nil && o.cfg.Tombstones == "dead_letter":
 		return ItemResult{Outcome: DeadLetter, Type: "tombstone",
 			Reason: `value is null: a tombstone (tombstones = "dead_letter")`}
 	case r.Value == nil:
 		return ItemResult{Outcome: Skipped, Type: "tombstone",
-			Reason: `value is null: a tombstone (tombstones = "skip")`}
+			Reason: fmt.Sprintf(`value is null: a tombstone (tombstones = %q)`, o.cfg.Tombstones)}
 	case len(r.Value) == 0:
 		return ItemResult{Outcome: Skipped, Type: "empty", Reason: "value is empty: nothing to index"}
 	case o.cfg.InvalidUTF8 == "dead_letter" && !utf8.Valid(r.Value):
@@ -179,4 +185,40 @@ func (m metadata) add(dst []byte, start int, r *shipper.Record) []byte {
 func appendJSONString(dst []byte, s string) []byte {
 	b, _ := json.Marshal(s) // a string always marshals
 	return append(dst, b...)
+}
+
+// maxKeyInID bounds a key used as it is in a document id; Elasticsearch
+// allows 512 bytes for the whole id.
+const maxKeyInID = 256
+
+// keyDocumentID is the id of a key's document (document_id = "key"):
+// "<topic>-<topic id>-<key>", the key as it is when it is short UTF-8 text
+// without control characters and not starting with '#', else '#' and its
+// SHA-256 in hex.
+func keyDocumentID(r *shipper.Record) string {
+	b := make([]byte, 0, len(r.Topic)+len(r.TopicID)+len(r.Key)+3)
+	b = append(b, r.Topic...)
+	b = append(b, '-')
+	if r.TopicID != "" {
+		b = append(b, r.TopicID...)
+		b = append(b, '-')
+	}
+	if plainKey(r.Key) {
+		return string(append(b, r.Key...))
+	}
+	sum := sha256.Sum256(r.Key)
+	b = append(b, '#')
+	return string(hex.AppendEncode(b, sum[:]))
+}
+
+func plainKey(k []byte) bool {
+	if len(k) == 0 || len(k) > maxKeyInID || k[0] == '#' || !utf8.Valid(k) {
+		return false
+	}
+	for _, c := range string(k) {
+		if unicode.IsControl(c) {
+			return false
+		}
+	}
+	return true
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"maps"
+	"slices"
 	"strings"
 	"testing"
 
@@ -182,5 +184,68 @@ func TestMetadataField(t *testing.T) {
 	}
 	if !strings.Contains(string(docs[recs[2].DocumentID()]), `"@timestamp":"2020-01-01T00:00:00Z"`) {
 		t.Fatalf("own @timestamp lost: %s", docs[recs[2].DocumentID()])
+	}
+}
+
+// TestKeyDocuments: with document_id = "key" each key has one document,
+// holding its latest record whatever the order the records arrive in;
+// a tombstone deletes it (tombstones = "delete"), and deleting a key never
+// indexed is done too. Records without a key keep offset ids; keys that
+// are not short plain text are hashed.
+func TestKeyDocuments(t *testing.T) {
+	srv := estest.New(t)
+	out := newOutput(t, srv, func(c *elasticsearch.Config) { c.DocumentID, c.Tombstones = "key", "delete" })
+	rec := func(key string, offset int64, value string) *shipper.Record {
+		r := &shipper.Record{Topic: "app", TopicID: "pcg823lr", Offset: offset, Time: ts}
+		if key != "" {
+			r.Key = []byte(key)
+		}
+		if value != "-" {
+			r.Value = []byte(value)
+		}
+		return r
+	}
+	send := func(recs ...*shipper.Record) []elasticsearch.ItemResult {
+		t.Helper()
+		res, err := out.Send(context.Background(), recs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	res := send(rec("a", 100, `{"v":1}`), rec("a", 102, `{"v":2}`), rec("b", 101, `{"v":3}`), rec("", 103, `{"v":4}`),
+		rec("tab\tkey", 105, `{"v":5}`))
+	for i, r := range res {
+		if r.Outcome != elasticsearch.Delivered || r.Duplicate {
+			t.Fatalf("item %d: %+v", i, r)
+		}
+	}
+	// A replay of the older record of a: superseded, not applied.
+	if res := send(rec("a", 100, `{"v":1}`)); res[0].Outcome != elasticsearch.Delivered || !res[0].Duplicate {
+		t.Fatalf("older record of a key: %+v, want delivered as a duplicate", res[0])
+	}
+	// Tombstones: of b (deleted), of a key never indexed, of no key (skipped).
+	res = send(rec("b", 104, "-"), rec("never", 106, "-"), rec("", 107, "-"))
+	if res[0].Outcome != elasticsearch.Delivered || res[1].Outcome != elasticsearch.Delivered || res[2].Outcome != elasticsearch.Skipped {
+		t.Fatalf("tombstones: %+v", res)
+	}
+	docs := srv.Docs("test")
+	if got := string(docs["app-pcg823lr-a"]); !strings.Contains(got, `"v":2`) {
+		t.Fatalf("document of key a: %s, want the record at offset 102", got)
+	}
+	if _, ok := docs["app-pcg823lr-b"]; ok {
+		t.Fatalf("document of key b survived its tombstone")
+	}
+	if got := string(docs["app-pcg823lr-0-103"]); !strings.Contains(got, `"v":4`) {
+		t.Fatalf("record without a key: %q, want an offset id", got)
+	}
+	hashed := 0
+	for id := range docs {
+		if strings.HasPrefix(id, "app-pcg823lr-#") && len(id) == len("app-pcg823lr-#")+64 {
+			hashed++
+		}
+	}
+	if len(docs) != 3 || hashed != 1 {
+		t.Fatalf("documents %v: want a, the keyless record and the hashed key", slices.Sorted(maps.Keys(docs)))
 	}
 }

@@ -165,7 +165,7 @@ func (o *Output) Send(ctx context.Context, recs []*shipper.Record) ([]ItemResult
 			continue
 		}
 		start := len(b.body)
-		b.body = appendItem(b.body, o.cfg.Index, r, o.meta)
+		b.body = o.appendItem(b.body, r)
 		if len(b.idx) > 0 && int64(len(b.body)) > o.BulkLimit() {
 			// r does not fit: send the others, start the next request with r.
 			next := newBatch(o.BulkLimit())
@@ -252,15 +252,38 @@ func (o *Output) sendBatch(ctx context.Context, b *batch, results []ItemResult) 
 	return nil
 }
 
-func appendItem(dst []byte, index string, r *shipper.Record, meta metadata) []byte {
-	dst = append(dst, `{"create":{"_index":`...)
-	dst = strconv.AppendQuote(dst, index)
+// appendItem appends a record's bulk action and document. With offset ids
+// (and for records without a key) it is a create of the record's own
+// document; with key ids an index of the key's document, or a delete for a
+// tombstone, versioned by the offset so that an earlier record never
+// overwrites a later one.
+func (o *Output) appendItem(dst []byte, r *shipper.Record) []byte {
+	keyed := o.cfg.DocumentID == "key" && r.Key != nil
+	switch {
+	case !keyed:
+		dst = append(dst, `{"create":{"_index":`...)
+	case r.Value == nil:
+		dst = append(dst, `{"delete":{"_index":`...)
+	default:
+		dst = append(dst, `{"index":{"_index":`...)
+	}
+	dst = strconv.AppendQuote(dst, o.cfg.Index)
 	dst = append(dst, `,"_id":`...)
-	dst = strconv.AppendQuote(dst, r.DocumentID())
-	dst = append(dst, "}}\n"...)
+	if !keyed {
+		dst = strconv.AppendQuote(dst, r.DocumentID())
+		dst = append(dst, "}}\n"...)
+	} else {
+		dst = strconv.AppendQuote(dst, keyDocumentID(r))
+		dst = append(dst, `,"version":`...)
+		dst = strconv.AppendInt(dst, r.Offset, 10)
+		dst = append(dst, `,"version_type":"external_gte"}}`+"\n"...)
+		if r.Value == nil {
+			return dst
+		}
+	}
 	start := len(dst)
 	dst = appendDocument(dst, r)
-	dst = meta.add(dst, start, r)
+	dst = o.meta.add(dst, start, r)
 	return append(dst, '\n')
 }
 

@@ -262,6 +262,8 @@ func TestValidate(t *testing.T) {
 		{"bulk bytes over 100MiB", func(c *elasticsearch.Config) { c.MaxBulkBytes = 100<<20 + 1 }, "max_bulk_bytes"},
 		{"tombstones", func(c *elasticsearch.Config) { c.Tombstones = "drop" }, "tombstones"},
 		{"invalid utf8", func(c *elasticsearch.Config) { c.InvalidUTF8 = "" }, "invalid_utf8"},
+		{"document id", func(c *elasticsearch.Config) { c.DocumentID = "hash" }, "document_id"},
+		{"tombstones delete with offset ids", func(c *elasticsearch.Config) { c.Tombstones = "delete" }, "tombstones"},
 		{"metadata headers without a field", func(c *elasticsearch.Config) { c.MetadataHeaders = []string{"trace"} }, "metadata_headers"},
 		{"metadata field with a dot", func(c *elasticsearch.Config) { c.MetadataField = "kafka.meta" }, "metadata_field"},
 		{"metadata field @timestamp", func(c *elasticsearch.Config) { c.MetadataField = "@timestamp" }, "metadata_field"},

@@ -134,6 +134,7 @@ func errorBody(h http.Header, body []byte) (typ, reason string) {
 // item is one decoded entry of a bulk response's items.
 type item struct {
 	ok      bool // an object with one action key whose value has an integer status
+	action  string
 	status  int
 	errType string
 	reason  string
@@ -200,6 +201,9 @@ func decodeItem(raw json.RawMessage) item {
 		if json.Unmarshal(fields["status"], &it.status) != nil {
 			return item{}
 		}
+		for k := range action {
+			it.action = k
+		}
 		it.ok = true
 		if e, found := fields["error"]; found {
 			var ef map[string]json.RawMessage
@@ -232,9 +236,13 @@ func classifyItem(it item) ItemResult {
 	switch {
 	case s >= 200 && s < 300:
 		r.Outcome = Delivered
+	case s == http.StatusNotFound && it.action == "delete" && it.errType == "":
+		// Nothing to delete: not indexed yet, or deleted already.
+		r.Outcome = Delivered
 	case s == http.StatusConflict && (it.errType == "" || it.errType == "version_conflict_engine_exception"):
 		// create found our deterministic id already indexed: an earlier
-		// attempt or a replay delivered it.
+		// attempt or a replay delivered it; or, with key ids, the
+		// document holds a later offset of the key already.
 		r.Outcome, r.Duplicate = Delivered, true
 	case s == http.StatusConflict:
 		r.Outcome, r.Counted = Retry, true

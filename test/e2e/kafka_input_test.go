@@ -272,3 +272,66 @@ func TestKafkaTopicRecreated(t *testing.T) {
 		t.Fatalf("%d documents with %d distinct seq numbers, want %d of each", res.Hits.Total.Value, res.Aggregations.Seqs.Value, want)
 	}
 }
+
+// TestKafkaKeyedTopicMirror: with document_id = "key" and tombstones =
+// "delete", a keyed topic is mirrored: one document per live key, holding
+// its latest record; keys whose last record is a tombstone have none. A
+// second agent in another group reading the whole topic again from the
+// start (older records of every key, and their tombstones, delivered once
+// more) changes nothing: the real node's external versioning refuses the
+// older records.
+func TestKafkaKeyedTopicMirror(t *testing.T) {
+	const partitions, keys, versions, deleted = 2, 10, 3, 3
+	topic := newTopic(t, partitions)
+	index := topic
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var recs []*kgo.Record
+	for v := 1; v <= versions; v++ {
+		for k := range keys {
+			recs = append(recs, &kgo.Record{Topic: topic, Partition: int32(k % partitions), Key: fmt.Appendf(nil, "key-%d", k),
+				Value: fmt.Appendf(nil, `{"key":"key-%d","v":%d}`, k, v)})
+		}
+	}
+	for k := range deleted {
+		recs = append(recs, &kgo.Record{Topic: topic, Partition: int32(k % partitions), Key: fmt.Appendf(nil, "key-%d", k)})
+	}
+	if err := franzClient(t).ProduceSync(ctx, recs...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	check := func(when string) {
+		t.Helper()
+		var res struct {
+			Hits struct {
+				Hits []struct {
+					ID     string `json:"_id"`
+					Source struct {
+						Key string `json:"key"`
+						V   int    `json:"v"`
+					} `json:"_source"`
+				} `json:"hits"`
+			} `json:"hits"`
+		}
+		esDo(t, "POST", "/"+index+"/_refresh", nil, nil)
+		esDo(t, "POST", "/"+index+"/_search", strings.NewReader(`{"size":100}`), &res)
+		if len(res.Hits.Hits) != keys-deleted {
+			t.Fatalf("%s: %d documents, want %d (one per key not deleted): %+v", when, len(res.Hits.Hits), keys-deleted, res.Hits.Hits)
+		}
+		for _, h := range res.Hits.Hits {
+			if h.Source.V != versions || !strings.HasSuffix(h.ID, "-"+h.Source.Key) {
+				t.Fatalf("%s: document %s = %+v, want the key's last version %d", when, h.ID, h.Source, versions)
+			}
+		}
+	}
+	extra := `document_id = "key"
+  tombstones  = "delete"`
+	a := startAgent(t, agentOpts{Topic: topic, Group: topic, Index: index, DataDir: t.TempDir(), ESExtra: extra})
+	waitCommittedToEnd(t, topic, topic, partitions)
+	a.stop(20 * time.Second)
+	check("after the first agent")
+
+	again := startAgent(t, agentOpts{Topic: topic, Group: topic + "-again", Index: index, DataDir: t.TempDir(), ESExtra: extra})
+	defer again.stop(20 * time.Second)
+	waitCommittedToEnd(t, topic+"-again", topic, partitions)
+	check("after every record was delivered again")
+}

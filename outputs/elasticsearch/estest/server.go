@@ -30,6 +30,7 @@ type Server struct {
 
 	mu               sync.Mutex
 	docs             map[string]map[string]json.RawMessage // index -> id -> source
+	versions         map[string]int64                      // index/id -> external version
 	requests         int                                   // bulk requests received
 	maxContentLength int
 	bulkHook         func(b Bulk) (status int, body string)
@@ -152,6 +153,9 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 type op struct {
 	action, index, id string
 	source            []byte
+	// version is the external version of an index or delete with
+	// version_type external_gte; -1 without one.
+	version int64
 }
 
 func (s *Server) bulk(w http.ResponseWriter, r *http.Request) {
@@ -228,6 +232,25 @@ func (s *Server) index(o op) (json.RawMessage, bool) {
 			status, errType = st, et
 		}
 	}
+	key := o.index + "/" + o.id
+	if s.versions == nil {
+		s.versions = map[string]int64{}
+	}
+	if v, seen := s.versions[key]; status == 201 && o.version >= 0 && seen && v > o.version {
+		// external_gte: an earlier version than the document's.
+		status, errType = 409, "version_conflict_engine_exception"
+	}
+	if status == 201 && o.action == "delete" {
+		if s.docs[o.index][o.id] == nil {
+			res["result"], res["status"] = "not_found", 404
+		} else {
+			delete(s.docs[o.index], o.id)
+			res["result"], res["status"] = "deleted", 200
+		}
+		s.versions[key] = o.version
+		raw, _ := json.Marshal(map[string]any{o.action: res})
+		return raw, true
+	}
 	if status == 201 && !json.Valid(o.source) {
 		status, errType = 400, "document_parsing_exception"
 	}
@@ -240,6 +263,9 @@ func (s *Server) index(o op) (json.RawMessage, bool) {
 		}
 		s.docs[o.index][o.id] = o.source
 		res["result"] = "created"
+		if o.version >= 0 {
+			s.versions[key] = o.version
+		}
 	} else {
 		res["error"] = map[string]string{"type": errType, "reason": strings.ReplaceAll(errType, "_", " ") + " for [" + o.id + "]"}
 	}
@@ -256,20 +282,34 @@ func parseBulk(body []byte) ([]op, error) {
 	}
 	lines := bytes.Split(bytes.TrimSuffix(body, []byte("\n")), []byte("\n"))
 	var ops []op
-	for i := 0; i < len(lines); i += 2 {
+	for i := 0; i < len(lines); {
 		var action map[string]struct {
-			Index string `json:"_index"`
-			ID    string `json:"_id"`
+			Index       string `json:"_index"`
+			ID          string `json:"_id"`
+			Version     *int64 `json:"version"`
+			VersionType string `json:"version_type"`
 		}
 		if err := json.Unmarshal(lines[i], &action); err != nil || len(action) != 1 {
 			return nil, fmt.Errorf("Malformed action/metadata line [%d], expected a single action object", i+1)
 		}
-		if i+1 >= len(lines) {
-			return nil, fmt.Errorf("Malformed action/metadata line [%d], missing source line", i+1)
-		}
 		for name, meta := range action {
-			ops = append(ops, op{action: name, index: meta.Index, id: meta.ID, source: bytes.Clone(lines[i+1])})
+			o := op{action: name, index: meta.Index, id: meta.ID, version: -1}
+			if meta.Version != nil {
+				if meta.VersionType != "external_gte" {
+					return nil, fmt.Errorf("estest: version_type %q not supported", meta.VersionType)
+				}
+				o.version = *meta.Version
+			}
+			if name != "delete" {
+				if i+1 >= len(lines) {
+					return nil, fmt.Errorf("Malformed action/metadata line [%d], missing source line", i+1)
+				}
+				i++
+				o.source = bytes.Clone(lines[i])
+			}
+			ops = append(ops, o)
 		}
+		i++
 	}
 	return ops, nil
 }
