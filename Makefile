@@ -36,4 +36,3 @@ clean:
 .PHONY: bench
 bench: ## benchmarks, 20–25 min: buffer vs raw disk, restart, agent memory, connection pool, Kafka input vs plain kafka-go; figures in bench/results/, summary in docs/benchmarks.md
 	GO=$(GO) bench/run
-	$(GO) run ./bench/consumebench -out bench/results/consumebench.txt

@@ -21,7 +21,7 @@
 // Figures go to -out; progress to stderr. BENCH_QUICK=1 (or -quick) is a
 // smoke run: 40,000 records, one round.
 //
-//	go run ./bench/consumebench -out bench/results/consumebench.txt
+//	go run ./bench/cmd/consumebench -out bench/results/consumebench.txt
 package main
 
 import (
@@ -314,7 +314,7 @@ func committedAtEnd(ctx context.Context, brokers, topic, group string, partition
 func report(w io.Writer, info machine.Info, o options, stack *stacktest.Stack, topic string, prod produced, runs []runResult, took time.Duration) {
 	def := kafka.DefaultConfig()
 	fmt.Fprintln(w, "# consumebench: shipper's Kafka input beside a plain kafka-go consumer group, consuming only")
-	cmd := "go run ./bench/consumebench"
+	cmd := "go run ./bench/cmd/consumebench"
 	for _, a := range os.Args[1:] {
 		cmd += " " + a
 	}
