@@ -275,11 +275,11 @@ func TestKafkaTopicRecreated(t *testing.T) {
 
 // TestKafkaKeyedTopicMirror: with document_id = "key" and tombstones =
 // "delete", a keyed topic is mirrored: one document per live key, holding
-// its latest record; keys whose last record is a tombstone have none. A
-// second agent in another group reading the whole topic again from the
-// start (older records of every key, and their tombstones, delivered once
-// more) changes nothing: the real node's external versioning refuses the
-// older records.
+// its latest record, with the record's offset as its version; keys whose
+// last record is a tombstone have none. A second agent in another group
+// reading the whole topic again from the start (older records of every
+// key, and their tombstones, delivered once more) changes nothing: the
+// real node refuses each older record (409, counted as a duplicate).
 func TestKafkaKeyedTopicMirror(t *testing.T) {
 	const partitions, keys, versions, deleted = 2, 10, 3, 3
 	topic := newTopic(t, partitions)
@@ -304,8 +304,9 @@ func TestKafkaKeyedTopicMirror(t *testing.T) {
 		var res struct {
 			Hits struct {
 				Hits []struct {
-					ID     string `json:"_id"`
-					Source struct {
+					ID      string `json:"_id"`
+					Version int64  `json:"_version"`
+					Source  struct {
 						Key string `json:"key"`
 						V   int    `json:"v"`
 					} `json:"_source"`
@@ -313,13 +314,18 @@ func TestKafkaKeyedTopicMirror(t *testing.T) {
 			} `json:"hits"`
 		}
 		esDo(t, "POST", "/"+index+"/_refresh", nil, nil)
-		esDo(t, "POST", "/"+index+"/_search", strings.NewReader(`{"size":100}`), &res)
+		esDo(t, "POST", "/"+index+"/_search", strings.NewReader(`{"size":100,"version":true}`), &res)
 		if len(res.Hits.Hits) != keys-deleted {
 			t.Fatalf("%s: %d documents, want %d (one per key not deleted): %+v", when, len(res.Hits.Hits), keys-deleted, res.Hits.Hits)
 		}
 		for _, h := range res.Hits.Hits {
-			if h.Source.V != versions || !strings.HasSuffix(h.ID, "-"+h.Source.Key) {
-				t.Fatalf("%s: document %s = %+v, want the key's last version %d", when, h.ID, h.Source, versions)
+			var k int
+			fmt.Sscanf(h.Source.Key, "key-%d", &k)
+			// Each partition holds keys/partitions keys; the last
+			// version of key k is at offset 2×(keys/partitions) + k/2.
+			last := int64(2*(keys/partitions) + k/partitions)
+			if h.Source.V != versions || !strings.HasSuffix(h.ID, "-"+h.Source.Key) || h.Version != last {
+				t.Fatalf("%s: document %s = %+v version %d, want the key's last record (v%d, offset %d)", when, h.ID, h.Source, h.Version, versions, last)
 			}
 		}
 	}
@@ -334,4 +340,11 @@ func TestKafkaKeyedTopicMirror(t *testing.T) {
 	defer again.stop(20 * time.Second)
 	waitCommittedToEnd(t, topic+"-again", topic, partitions)
 	check("after every record was delivered again")
+	// Refused as older than the document: versions 1 and 2 of the live
+	// keys, and every version of the deleted ones (the node remembers a
+	// delete's version for index.gc_deletes, 60 s).
+	wantDup := float64((keys-deleted)*(versions-1) + deleted*versions)
+	if got := agentMetrics(again).get(t, "shipper_output_documents_total", "outcome", "duplicate"); got != wantDup {
+		t.Errorf("second pass: %v documents refused as older, want %v", got, wantDup)
+	}
 }
