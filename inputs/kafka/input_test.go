@@ -665,6 +665,10 @@ func TestInputStartOffsetLatest(t *testing.T) {
 	sink := kafkatest.NewSink()
 	in := start(t, cfg, sink, kafkatest.NewWatermarks(nil))
 	in.waitAssigned(t, 2)
+	// "latest" resolved for logs/1 is committed at once, before anything
+	// is delivered: a restart now would not resolve it again past
+	// records that arrive meanwhile.
+	waitCommitted(t, c, group, "logs", map[int32]int64{0: 3, 1: 10})
 	// When logs/1's reader resolves "latest" is not observable: produce
 	// to it until a record arrives.
 	deadline := time.Now().Add(waitTimeout)
