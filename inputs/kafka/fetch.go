@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -113,15 +114,7 @@ func newSession(in *Input, gen *kafkago.Generation, starts map[shipper.TopicPart
 			s.order = append(s.order, ps)
 		}
 	}
-	slices.SortFunc(s.order, func(a, b *partition) int {
-		if a.tp.Topic != b.tp.Topic {
-			if a.tp.Topic < b.tp.Topic {
-				return -1
-			}
-			return 1
-		}
-		return int(a.tp.Partition - b.tp.Partition)
-	})
+	slices.SortFunc(s.order, func(a, b *partition) int { return comparePartitions(a.tp, b.tp) })
 	return s
 }
 
@@ -160,14 +153,16 @@ func (s *session) run(ctx context.Context) {
 	}
 }
 
-// topics returns the assigned topics.
+// topics returns the assigned topics, sorted. s.parts is not changed
+// after newSession, so any goroutine may read it.
 func (s *session) topics() []string {
 	var out []string
-	for _, ps := range s.order {
-		if !slices.Contains(out, ps.tp.Topic) {
-			out = append(out, ps.tp.Topic)
+	for tp := range s.parts {
+		if !slices.Contains(out, tp.Topic) {
+			out = append(out, tp.Topic)
 		}
 	}
+	slices.Sort(out)
 	return out
 }
 
@@ -175,29 +170,39 @@ func (s *session) topics() []string {
 // succeeds or ctx ends: no record is read without the id its document
 // id needs.
 func (s *session) resolveTopicIDs(ctx context.Context) bool {
-	topics := s.topics()
-	if len(topics) == 0 {
-		return true
-	}
-	backoff := retryMin
-	for {
-		ids, err := s.in.topicIDs(ctx, topics)
+	return retry(ctx, s.in, "kafka topic ids", func() error {
+		ids, err := s.in.topicIDs(ctx, s.topics())
 		if err == nil {
 			s.mu.Lock()
 			s.topicIDs = ids
 			s.mu.Unlock()
+		}
+		return err
+	})
+}
+
+// retry calls fn until it succeeds, backing off between failures (each
+// logged as what), and reports false if ctx ended first.
+func retry(ctx context.Context, in *Input, what string, fn func() error) bool {
+	backoff := retryMin
+	for {
+		err := fn()
+		if err == nil {
 			return true
 		}
 		if ctx.Err() != nil {
 			return false
 		}
-		s.in.log.Warn("kafka topic ids; retrying", "retry_in", backoff.String(), "err", err)
+		in.log.Warn(what+"; retrying", "retry_in", backoff.String(), "err", err)
 		sleep(ctx, backoff)
 		if ctx.Err() != nil {
 			return false
 		}
 		backoff = min(2*backoff, retryMax)
 	}
+}
+func comparePartitions(a, b shipper.TopicPartition) int {
+	return cmp.Or(strings.Compare(a.Topic, b.Topic), cmp.Compare(a.Partition, b.Partition))
 }
 
 // topicReplaced reports whether topic now has another id than when the
@@ -233,11 +238,10 @@ func (s *session) topicReplaced(ctx context.Context, topic string) bool {
 // committed (kafka-go's FirstOffset and LastOffset placeholders) by the
 // partition's first or last offset, retrying until it succeeds or ctx ends.
 func (s *session) resolveStarts(ctx context.Context) bool {
-	backoff := retryMin
-	for {
+	return retry(ctx, s.in, "kafka list offsets for partitions without a committed offset", func() error {
 		req := map[string][]kafkago.OffsetRequest{}
 		s.mu.Lock()
-		for _, ps := range s.order {
+		for _, ps := range s.parts {
 			switch ps.next {
 			case kafkago.FirstOffset:
 				req[ps.tp.Topic] = append(req[ps.tp.Topic], kafkago.FirstOffsetOf(int(ps.tp.Partition)))
@@ -247,45 +251,32 @@ func (s *session) resolveStarts(ctx context.Context) bool {
 		}
 		s.mu.Unlock()
 		if len(req) == 0 {
-			return true
+			return nil
 		}
 		lctx, cancel := context.WithTimeout(ctx, s.in.cfg.DialTimeout)
+		defer cancel()
 		res, err := s.in.client().ListOffsets(lctx, &kafkago.ListOffsetsRequest{Topics: req, IsolationLevel: s.in.isolation()})
-		cancel()
-		if err == nil {
-			s.mu.Lock()
-			for topic, parts := range res.Topics {
-				for _, p := range parts {
-					ps := s.parts[shipper.TopicPartition{Topic: topic, Partition: int32(p.Partition)}]
-					if ps == nil || p.Error != nil || ps.next >= 0 {
-						if p.Error != nil {
-							err = p.Error
-						}
-						continue
-					}
-					if ps.next == kafkago.FirstOffset {
-						ps.next = p.FirstOffset
-					} else {
-						ps.next = p.LastOffset
-					}
-					ps.appended, ps.start = ps.next, ps.next
+		if err != nil {
+			return err
+		}
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		for topic, parts := range res.Topics {
+			for _, p := range parts {
+				ps := s.parts[shipper.TopicPartition{Topic: topic, Partition: int32(p.Partition)}]
+				switch {
+				case p.Error != nil:
+					err = p.Error // the others are kept; this one is asked again
+				case ps == nil || ps.next >= 0:
+				case ps.next == kafkago.FirstOffset:
+					ps.next, ps.appended, ps.start = p.FirstOffset, p.FirstOffset, p.FirstOffset
+				default:
+					ps.next, ps.appended, ps.start = p.LastOffset, p.LastOffset, p.LastOffset
 				}
 			}
-			s.mu.Unlock()
-			if err == nil {
-				continue
-			}
 		}
-		if ctx.Err() != nil {
-			return false
-		}
-		s.in.log.Warn("kafka list offsets for partitions without a committed offset; retrying", "retry_in", backoff.String(), "err", err)
-		sleep(ctx, backoff)
-		if ctx.Err() != nil {
-			return false
-		}
-		backoff = min(2*backoff, retryMax)
-	}
+		return err
+	})
 }
 
 // refreshLeaders reads partition leadership from the transport's metadata

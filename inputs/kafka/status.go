@@ -144,13 +144,8 @@ func (in *Input) Stats() Stats {
 	}
 	s.mu.Unlock()
 	slices.SortFunc(st.Partitions, func(a, b PartitionStatus) int {
-		if a.Topic != b.Topic {
-			if a.Topic < b.Topic {
-				return -1
-			}
-			return 1
-		}
-		return int(a.Partition - b.Partition)
+		return comparePartitions(shipper.TopicPartition{Topic: a.Topic, Partition: a.Partition},
+			shipper.TopicPartition{Topic: b.Topic, Partition: b.Partition})
 	})
 	return st
 }
