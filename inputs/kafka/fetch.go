@@ -11,8 +11,7 @@ import (
 	"time"
 
 	kafkago "github.com/segmentio/kafka-go"
-	"github.com/segmentio/kafka-go/protocol"
-	"github.com/segmentio/kafka-go/protocol/fetch"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/shipper-agent/shipper"
 )
@@ -20,8 +19,12 @@ import (
 // Fetching. kafka-go's Reader fetches one partition per connection with its
 // own prefetch queue, returns control records and aborted transactions as
 // messages, skips silently when an offset is out of range, and ends the
-// whole consumer generation when one partition fails. The session below
-// speaks the fetch protocol itself through kafka-go's Transport instead:
+// whole consumer generation when one partition fails; kafka-go's protocol
+// package, which speaks multi-partition fetches, decodes every record
+// batch into 64 KiB pages of its own (batch.go). The session below sends
+// its fetch requests over kafka-go's Transport (its connections, TLS, SASL
+// and leader routing) as raw exchanges encoded with franz-go's kmsg, and
+// reads the record batches itself:
 //
 //   - one fetch loop per broker, each asking for all the partitions that
 //     broker leads in one request, and fetch_max_bytes shared between the
@@ -51,6 +54,15 @@ const (
 	// partitionMinBytes is the least a partition may return in one
 	// response, whatever the partition count.
 	partitionMinBytes = 256 << 10
+	// fetchVersion is the Fetch request version sent: v11 (Kafka 2.3+)
+	// names topics (later versions address them by id) and has
+	// isolation, aborted transactions and the log start offset.
+	fetchVersion = 11
+	// maxFetchResponse bounds one fetch response. A broker returns a
+	// record batch larger than the request's limit when it is the first
+	// it has, so that it is never stuck: up to the topic's
+	// max.message.bytes, which may be raised far beyond its 1 MiB default.
+	maxFetchResponse = 1 << 30
 )
 
 // partition is one assigned partition's fetch state. Fields are guarded by
@@ -361,7 +373,7 @@ func (s *session) fetchLoop(ctx context.Context, broker int32, fail context.Canc
 			sleep(ctx, idleWait)
 			continue
 		}
-		res, err := s.fetch(ctx, parts, limit)
+		res, err := s.fetch(ctx, broker, parts, limit)
 		if err != nil {
 			s.release(parts)
 			if ctx.Err() != nil {
@@ -391,41 +403,44 @@ func (s *session) fetchLoop(ctx context.Context, broker int32, fail context.Canc
 	}
 }
 
-func (s *session) fetch(ctx context.Context, parts []*partition, limit int) (*fetch.Response, error) {
+func (s *session) fetch(ctx context.Context, broker int32, parts []*partition, limit int) (*kmsg.FetchResponse, error) {
 	per := int32(max(limit/len(parts), partitionMinBytes))
 	per = min(per, int32(limit))
-	req := &fetch.Request{
-		ReplicaID:      -1,
-		MaxWaitTime:    int32(s.in.cfg.FetchMaxWait.Milliseconds()),
-		MinBytes:       1,
-		MaxBytes:       int32(limit),
-		IsolationLevel: int8(s.in.isolation()),
-	}
+	req := kmsg.NewPtrFetchRequest()
+	req.Version = fetchVersion
+	req.ReplicaID = -1
+	req.MaxWaitMillis = int32(s.in.cfg.FetchMaxWait.Milliseconds())
+	req.MinBytes = 1
+	req.MaxBytes = int32(limit)
+	req.IsolationLevel = int8(s.in.isolation())
+	req.SessionID, req.SessionEpoch = 0, -1 // no fetch session: every request names its partitions
 	s.mu.Lock()
 	for _, ps := range parts {
-		i := slices.IndexFunc(req.Topics, func(t fetch.RequestTopic) bool { return t.Topic == ps.tp.Topic })
+		i := slices.IndexFunc(req.Topics, func(t kmsg.FetchRequestTopic) bool { return t.Topic == ps.tp.Topic })
 		if i < 0 {
-			req.Topics = append(req.Topics, fetch.RequestTopic{Topic: ps.tp.Topic})
+			t := kmsg.NewFetchRequestTopic()
+			t.Topic = ps.tp.Topic
+			req.Topics = append(req.Topics, t)
 			i = len(req.Topics) - 1
 		}
-		req.Topics[i].Partitions = append(req.Topics[i].Partitions, fetch.RequestPartition{
-			Partition: ps.tp.Partition, CurrentLeaderEpoch: -1, FetchOffset: ps.next, LogStartOffset: -1,
-			PartitionMaxBytes: per,
-		})
+		rp := kmsg.NewFetchRequestTopicPartition()
+		rp.Partition, rp.CurrentLeaderEpoch, rp.FetchOffset, rp.LogStartOffset, rp.PartitionMaxBytes = ps.tp.Partition, -1, ps.next, -1, per
+		req.Topics[i].Partitions = append(req.Topics[i].Partitions, rp)
 	}
 	s.mu.Unlock()
 	// The fetch waits up to fetch_max_wait on the broker; allow for the
 	// transfer on top.
 	fctx, cancel := context.WithTimeout(ctx, s.in.cfg.FetchMaxWait+s.in.cfg.DialTimeout+10*time.Second)
 	defer cancel()
-	m, err := s.in.transport.RoundTrip(fctx, s.in.addr, req)
+	m, err := s.in.transport.RoundTrip(fctx, s.in.addr, &rawFetch{rawRequest: rawRequest{req: req, maxResponse: maxFetchResponse}, leader: broker})
 	if err != nil {
 		return nil, err
 	}
-	res, ok := m.(*fetch.Response)
+	r, ok := m.(*rawResponse)
 	if !ok {
 		return nil, fmt.Errorf("unexpected fetch response %T", m)
 	}
+	res := r.res.(*kmsg.FetchResponse)
 	if res.ErrorCode != 0 {
 		return nil, kafkago.Error(res.ErrorCode)
 	}
@@ -434,7 +449,7 @@ func (s *session) fetch(ctx context.Context, parts []*partition, limit int) (*fe
 
 // handle appends the records of one fetch response and applies its
 // per-partition errors.
-func (s *session) handle(ctx context.Context, parts []*partition, res *fetch.Response) error {
+func (s *session) handle(ctx context.Context, parts []*partition, res *kmsg.FetchResponse) error {
 	for _, t := range res.Topics {
 		for i := range t.Partitions {
 			rp := &t.Partitions[i]
@@ -456,7 +471,7 @@ func (s *session) handle(ctx context.Context, parts []*partition, res *fetch.Res
 
 // records hands one partition's records to the sink, filtering control
 // records and, under read_committed, aborted transactions.
-func (s *session) records(ctx context.Context, ps *partition, rp *fetch.ResponsePartition) error {
+func (s *session) records(ctx context.Context, ps *partition, rp *kmsg.FetchResponseTopicPartition) error {
 	s.mu.Lock()
 	next := ps.next
 	ps.highWater, ps.logStart = rp.HighWatermark, rp.LogStartOffset
@@ -464,91 +479,102 @@ func (s *session) records(ctx context.Context, ps *partition, rp *fetch.Response
 		s.in.log.Info("kafka partition fetching again", "partition", ps.tp.String(), "offset", next)
 	}
 	ps.err, ps.failures = "", 0
+	topicID := s.topicIDs[ps.tp.Topic]
 	s.mu.Unlock()
 
 	readCommitted := s.in.isolation() == kafkago.ReadCommitted
-	s.mu.Lock()
-	topicID := s.topicIDs[ps.tp.Topic]
-	s.mu.Unlock()
 	aborted := slices.Clone(rp.AbortedTransactions)
-	slices.SortFunc(aborted, func(a, b fetch.ResponseTransaction) int { return cmp.Compare(a.FirstOffset, b.FirstOffset) })
+	slices.SortFunc(aborted, func(a, b kmsg.FetchResponseTopicPartitionAbortedTransaction) int {
+		return cmp.Compare(a.FirstOffset, b.FirstOffset)
+	})
 	abortedPIDs := map[int64]bool{}
 
-	var batches []protocol.RecordReader
-	switch r := rp.RecordSet.Records.(type) {
-	case nil:
-	case *protocol.RecordStream:
-		batches = r.Records
-	default:
-		batches = []protocol.RecordReader{r}
-	}
-	var appended, filtered, bytes int64
+	var appended, filtered, size int64
 	start := time.Now()
 	defer func() {
 		s.in.stats.records.Add(appended)
 		s.in.stats.filtered.Add(filtered)
-		s.in.stats.bytes.Add(bytes)
+		s.in.stats.bytes.Add(size)
 		s.in.stats.sinkWait.Add(int64(time.Since(start)))
 	}()
-	for _, b := range batches {
-		var skip bool
-		switch b := b.(type) {
-		case *protocol.ControlBatch:
-			for {
-				r, err := b.ReadRecord()
-				if err != nil {
-					break
-				}
-				if cr, err := protocol.ReadControlRecord(r); err == nil && cr.Type == 0 { // ABORT marker
-					delete(abortedPIDs, b.ProducerID)
-				}
-				next = max(next, r.Offset+1)
-				filtered++
-			}
-			continue
-		case *protocol.RecordBatch:
-			for len(aborted) > 0 && aborted[0].FirstOffset <= b.BaseOffset {
-				abortedPIDs[aborted[0].ProducerID] = true
-				aborted = aborted[1:]
-			}
-			skip = readCommitted && b.Attributes.Transactional() && abortedPIDs[b.ProducerID]
+	raw := rp.RecordBatches
+	for {
+		b, rest, ok, err := nextBatch(raw)
+		if err != nil {
+			// Not skipped: the partition is fetched again from here,
+			// after a backoff, while the others go on.
+			s.setNext(ps, next, -1)
+			return s.retryLater(ps, err)
 		}
-		for {
-			r, err := b.ReadRecord()
-			if err != nil {
-				break
-			}
-			if r.Offset < next {
-				closeRecord(r)
-				continue
-			}
-			if skip {
-				closeRecord(r)
-				next = r.Offset + 1
-				filtered++
-				continue
-			}
-			rec, err := convert(ps.tp, topicID, r)
-			if err != nil {
-				// A record that cannot be read is not skipped: the
-				// partition is fetched again from it.
-				s.setNext(ps, next, -1)
-				return s.retryLater(ps, fmt.Errorf("read record at offset %d: %w", r.Offset, err))
-			}
-			if err := s.in.sink.Append(ctx, &rec); err != nil {
-				s.setNext(ps, next, -1)
-				return err
-			}
-			appended++
-			bytes += int64(len(rec.Value) + len(rec.Key))
-			s.in.consumed.Add(1)
-			next = rec.Offset + 1
-			s.setNext(ps, next, next)
+		if !ok {
+			break
 		}
+		raw = rest
+		if b.lastOffset() < next {
+			continue // before the fetch offset: brokers send whole batches
+		}
+		for len(aborted) > 0 && aborted[0].FirstOffset <= b.lastOffset() {
+			abortedPIDs[aborted[0].ProducerID] = true
+			aborted = aborted[1:]
+		}
+		switch {
+		case b.control():
+			// A transaction marker: never a record. An abort marker
+			// ends its producer's aborted transaction.
+			_ = b.each(func(r *batchRecord) error {
+				if controlType(r.key) == controlAbort {
+					delete(abortedPIDs, b.producerID)
+				}
+				return nil
+			})
+			filtered += int64(b.count)
+		case readCommitted && b.transactional() && abortedPIDs[b.producerID]:
+			filtered += int64(b.count)
+		default:
+			err := b.each(func(r *batchRecord) error {
+				if r.offset < next {
+					return nil
+				}
+				rec := shipper.Record{Topic: ps.tp.Topic, TopicID: topicID, Partition: ps.tp.Partition,
+					Offset: r.offset, Key: r.key, Value: r.value, Time: r.time}
+				if len(r.headers) > 0 {
+					rec.Headers = make([]shipper.Header, len(r.headers))
+					for i, h := range r.headers {
+						rec.Headers[i] = shipper.Header{Key: h.key, Value: h.value}
+					}
+				}
+				if err := s.in.sink.Append(ctx, &rec); err != nil {
+					return appendError{err}
+				}
+				appended++
+				size += int64(len(r.key) + len(r.value))
+				s.in.consumed.Add(1)
+				next = r.offset + 1
+				s.setNext(ps, next, next)
+				return nil
+			})
+			var ae appendError
+			if errors.As(err, &ae) {
+				s.setNext(ps, next, -1)
+				return ae.err
+			}
+			if err != nil {
+				s.setNext(ps, next, -1)
+				return s.retryLater(ps, err)
+			}
+		}
+		// Past the whole batch, also past records compaction removed
+		// from its end, or that a filter passed over.
+		next = max(next, b.lastOffset()+1)
 	}
 	s.setNext(ps, next, -1)
 	return nil
 }
+
+// appendError carries the sink's error out of a batch's records.
+type appendError struct{ err error }
+
+func (e appendError) Error() string { return e.err.Error() }
 
 // retryLater backs a partition off after an error in its data, without
 // ending the generation; it returns nil so the other partitions go on.
@@ -658,36 +684,6 @@ func (s *session) resetOffset(ctx context.Context, ps *partition) error {
 	}
 	s.mu.Unlock()
 	return nil
-}
-
-// convert copies a fetched record out of the response's pages.
-func convert(tp shipper.TopicPartition, topicID string, r *protocol.Record) (shipper.Record, error) {
-	defer closeRecord(r)
-	key, err := protocol.ReadAll(r.Key)
-	if err != nil {
-		return shipper.Record{}, err
-	}
-	value, err := protocol.ReadAll(r.Value)
-	if err != nil {
-		return shipper.Record{}, err
-	}
-	rec := shipper.Record{Topic: tp.Topic, TopicID: topicID, Partition: tp.Partition, Offset: r.Offset, Key: key, Value: value, Time: r.Time}
-	if len(r.Headers) > 0 {
-		rec.Headers = make([]shipper.Header, len(r.Headers))
-		for i, h := range r.Headers {
-			rec.Headers[i] = shipper.Header{Key: h.Key, Value: h.Value}
-		}
-	}
-	return rec, nil
-}
-
-func closeRecord(r *protocol.Record) {
-	if r.Key != nil {
-		r.Key.Close()
-	}
-	if r.Value != nil {
-		r.Value.Close()
-	}
 }
 
 func sleep(ctx context.Context, d time.Duration) {

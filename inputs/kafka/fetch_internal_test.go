@@ -7,8 +7,7 @@ import (
 	"time"
 
 	kafkago "github.com/segmentio/kafka-go"
-	"github.com/segmentio/kafka-go/protocol"
-	"github.com/segmentio/kafka-go/protocol/fetch"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/shipper-agent/shipper"
 	"github.com/shipper-agent/shipper/inputs/kafka/kafkatest"
@@ -33,18 +32,27 @@ func TestPartitionErrorBacksOffThatPartitionOnly(t *testing.T) {
 	for _, ps := range s.parts {
 		ps.leader = 1
 	}
-	records := func(from int64, n int) protocol.RecordSet {
-		var rs []protocol.Record
-		for i := range n {
-			rs = append(rs, protocol.Record{Offset: from + int64(i), Value: protocol.NewBytes([]byte("v"))})
+	records := func(from int64, n int) []byte {
+		var rs []testRecord
+		for range n {
+			rs = append(rs, testRecord{value: []byte("v")})
 		}
-		return protocol.RecordSet{Version: 2, Records: protocol.NewRecordReader(rs...)}
+		return encodeBatch(t, from, 0, -1, 0, rs...)
 	}
-	answer := func(p0set protocol.RecordSet, p1code int16, p1set protocol.RecordSet) *fetch.Response {
-		return &fetch.Response{Topics: []fetch.ResponseTopic{{Topic: "logs", Partitions: []fetch.ResponsePartition{
-			{Partition: 0, HighWatermark: 10, RecordSet: p0set},
-			{Partition: 1, HighWatermark: 10, ErrorCode: p1code, RecordSet: p1set},
-		}}}}
+	answer := func(p0set []byte, p1code int16, p1set []byte) *kmsg.FetchResponse {
+		res := kmsg.NewPtrFetchResponse()
+		rt := kmsg.NewFetchResponseTopic()
+		rt.Topic = "logs"
+		for i, set := range [][]byte{p0set, p1set} {
+			rp := kmsg.NewFetchResponseTopicPartition()
+			rp.Partition, rp.HighWatermark, rp.RecordBatches = int32(i), 10, set
+			if i == 1 {
+				rp.ErrorCode = p1code
+			}
+			rt.Partitions = append(rt.Partitions, rp)
+		}
+		res.Topics = append(res.Topics, rt)
+		return res
 	}
 	ctx := context.Background()
 
@@ -52,7 +60,7 @@ func TestPartitionErrorBacksOffThatPartitionOnly(t *testing.T) {
 	if len(parts) != 2 {
 		t.Fatalf("claimed %d partitions, want 2", len(parts))
 	}
-	if err := s.handle(ctx, parts, answer(records(0, 2), int16(kafkago.TopicAuthorizationFailed), protocol.RecordSet{})); err != nil {
+	if err := s.handle(ctx, parts, answer(records(0, 2), int16(kafkago.TopicAuthorizationFailed), nil)); err != nil {
 		t.Fatalf("handle: %v", err)
 	}
 	s.release(parts)
@@ -76,7 +84,7 @@ func TestPartitionErrorBacksOffThatPartitionOnly(t *testing.T) {
 	s.parts[p1].retryAt = time.Time{}
 	parts, _ = s.claim(1)
 	start := time.Now()
-	if err := s.handle(ctx, parts, answer(protocol.RecordSet{}, int16(kafkago.TopicAuthorizationFailed), protocol.RecordSet{})); err != nil {
+	if err := s.handle(ctx, parts, answer(nil, int16(kafkago.TopicAuthorizationFailed), nil)); err != nil {
 		t.Fatal(err)
 	}
 	s.release(parts)
@@ -90,7 +98,7 @@ func TestPartitionErrorBacksOffThatPartitionOnly(t *testing.T) {
 	// The partition answers again: its records flow, the error clears.
 	s.parts[p1].retryAt = time.Time{}
 	parts, _ = s.claim(1)
-	if err := s.handle(ctx, parts, answer(protocol.RecordSet{}, 0, records(5, 3))); err != nil {
+	if err := s.handle(ctx, parts, answer(nil, 0, records(5, 3))); err != nil {
 		t.Fatal(err)
 	}
 	s.release(parts)

@@ -30,11 +30,33 @@ const minMetadataWithIDs = 10
 // time on a connection, so any value is unambiguous.
 const rawCorrelationID = 0x5ea1
 
-// maxRawResponse bounds a raw response read into memory.
+// maxRawResponse bounds a raw response read into memory, unless the
+// request sets its own bound.
 const maxRawResponse = 16 << 20
 
 // rawRequest sends a kmsg request over a kafka-go connection.
-type rawRequest struct{ req kmsg.Request }
+type rawRequest struct {
+	req kmsg.Request
+	// maxResponse bounds the response's size; 0 means maxRawResponse.
+	maxResponse int
+}
+
+// rawFetch is a fetch request for the partitions one broker leads; the
+// transport sends it to that broker.
+type rawFetch struct {
+	rawRequest
+	leader int32
+}
+
+// Broker routes the request to the partitions' leader, as the session
+// read it from the same metadata the transport holds.
+func (r *rawFetch) Broker(c protocol.Cluster) (protocol.Broker, error) {
+	b, ok := c.Brokers[r.leader]
+	if !ok {
+		return protocol.Broker{ID: -1}, fmt.Errorf("broker %d is not in the cluster's metadata", r.leader)
+	}
+	return b, nil
+}
 
 // rawResponse carries its answer back through kafka-go's Transport.
 type rawResponse struct{ res kmsg.Response }
@@ -57,7 +79,11 @@ func (r *rawRequest) RawExchange(rw io.ReadWriter) (protocol.Message, error) {
 		return nil, err
 	}
 	n := binary.BigEndian.Uint32(size[:])
-	if n < 4 || n > maxRawResponse {
+	limit := uint32(maxRawResponse)
+	if r.maxResponse > 0 {
+		limit = uint32(r.maxResponse)
+	}
+	if n < 4 || n > limit {
 		return nil, fmt.Errorf("raw %s response of %d bytes", kmsg.NameForKey(r.req.Key()), n)
 	}
 	body := make([]byte, n)
