@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/segmentio/kafka-go"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -17,40 +16,26 @@ import (
 	"github.com/shipper-agent/shipper/test/e2e/loggen"
 )
 
-// groupOffsets returns the group's committed offset of each partition
-// (-1 where none is).
-func groupOffsets(t *testing.T, group, topic string, partitions int) map[int]int64 {
+// seqCount returns how many documents of the index match the query (JSON)
+// and how many distinct values of "seq" they hold.
+func seqCount(t *testing.T, index, query string) (total, distinct int) {
 	t.Helper()
-	parts := make([]int, partitions)
-	for p := range parts {
-		parts[p] = p
+	var res struct {
+		Hits struct {
+			Total struct {
+				Value int `json:"value"`
+			} `json:"total"`
+		} `json:"hits"`
+		Aggregations struct {
+			Seqs struct {
+				Value int `json:"value"`
+			} `json:"seqs"`
+		} `json:"aggregations"`
 	}
-	res, err := kafkaClient().OffsetFetch(context.Background(), &kafka.OffsetFetchRequest{
-		GroupID: group, Topics: map[string][]int{topic: parts}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := map[int]int64{}
-	for _, p := range res.Topics[topic] {
-		out[p.Partition] = p.CommittedOffset
-	}
-	return out
-}
-
-// waitCommittedToEnd waits until the group has committed the end offset of
-// every partition of the topic.
-func waitCommittedToEnd(t *testing.T, group, topic string, partitions int) {
-	t.Helper()
-	end := endOffsets(t, topic, partitions)
-	waitFor(t, 30*time.Second, "offsets committed at the end of every partition", func() (bool, string) {
-		got := groupOffsets(t, group, topic, partitions)
-		for p, e := range end {
-			if got[p] != e {
-				return false, fmt.Sprintf("committed %v, end %v", got, end)
-			}
-		}
-		return true, ""
-	})
+	esDo(t, "POST", "/"+index+"/_refresh", nil, nil)
+	esDo(t, "POST", "/"+index+"/_search", strings.NewReader(`{"size":0,"track_total_hits":true,"query":`+query+
+		`,"aggs":{"seqs":{"cardinality":{"field":"seq","precision_threshold":10000}}}}`), &res)
+	return res.Hits.Total.Value, res.Aggregations.Seqs.Value
 }
 
 // TestKafkaTransactions: committed and aborted transactions interleaved
@@ -107,30 +92,15 @@ func TestKafkaTransactions(t *testing.T) {
 		n := esCount(t, index)
 		return n >= want, fmt.Sprintf("%d documents", n)
 	})
-	waitCommittedToEnd(t, topic, topic, partitions)
+	waitCommittedAtEnd(t, topic, topic, partitions)
 	if n := esCount(t, index); n != want {
 		t.Fatalf("%d documents, want %d (committed and plain records)", n, want)
-	}
-	var res struct {
-		Hits struct {
-			Total struct {
-				Value int `json:"value"`
-			} `json:"total"`
-		} `json:"hits"`
-		Aggregations struct {
-			Seqs struct {
-				Value int `json:"value"`
-			} `json:"seqs"`
-		} `json:"aggregations"`
 	}
 	// Every document is a committed or plain record: none aborted, none
 	// without a kind (a marker's NUL bytes), and as many distinct seq
 	// numbers as documents (none twice).
-	esDo(t, "POST", "/"+index+"/_search", strings.NewReader(
-		`{"size":0,"track_total_hits":true,"query":{"terms":{"kind.keyword":["committed","plain"]}},`+
-			`"aggs":{"seqs":{"cardinality":{"field":"seq","precision_threshold":10000}}}}`), &res)
-	if res.Hits.Total.Value != want || res.Aggregations.Seqs.Value != want {
-		t.Fatalf("%d committed or plain documents with %d distinct seq numbers, want %d of each", res.Hits.Total.Value, res.Aggregations.Seqs.Value, want)
+	if total, seqs := seqCount(t, index, `{"terms":{"kind.keyword":["committed","plain"]}}`); total != want || seqs != want {
+		t.Fatalf("%d committed or plain documents with %d distinct seq numbers, want %d of each", total, seqs, want)
 	}
 	if m := agentMetrics(a); m.get(t, "shipper_input_filtered_records_total") < rounds*perTxn {
 		t.Errorf("shipper_input_filtered_records_total = %v, want at least the %d aborted records", m.get(t, "shipper_input_filtered_records_total"), rounds*perTxn)
@@ -159,7 +129,7 @@ func TestKafkaRecordsDeletedBeforeRead(t *testing.T) {
 		n := esCount(t, index)
 		return n == 100, fmt.Sprintf("%d documents", n)
 	})
-	waitCommittedToEnd(t, topic, topic, 1)
+	waitCommittedAtEnd(t, topic, topic, 1)
 	a.stop(20 * time.Second)
 
 	if err := loggen.Produce(ctx, w, 100, 100); err != nil {
@@ -186,7 +156,7 @@ func TestKafkaRecordsDeletedBeforeRead(t *testing.T) {
 		n := esCount(t, index)
 		return n >= 150, fmt.Sprintf("%d documents", n)
 	})
-	waitCommittedToEnd(t, topic, topic, 1)
+	waitCommittedAtEnd(t, topic, topic, 1)
 	if n := esCount(t, index); n != 150 {
 		t.Fatalf("%d documents, want 150 (100 read before, 50 after the gap)", n)
 	}
@@ -253,23 +223,9 @@ func TestKafkaTopicRecreated(t *testing.T) {
 		n := esCount(t, index)
 		return n >= want, fmt.Sprintf("%d documents", n)
 	})
-	waitCommittedToEnd(t, topic, topic, partitions)
-	var res struct {
-		Hits struct {
-			Total struct {
-				Value int `json:"value"`
-			} `json:"total"`
-		} `json:"hits"`
-		Aggregations struct {
-			Seqs struct {
-				Value int `json:"value"`
-			} `json:"seqs"`
-		} `json:"aggregations"`
-	}
-	esDo(t, "POST", "/"+index+"/_search", strings.NewReader(
-		`{"size":0,"track_total_hits":true,"aggs":{"seqs":{"cardinality":{"field":"seq","precision_threshold":10000}}}}`), &res)
-	if res.Hits.Total.Value != want || res.Aggregations.Seqs.Value != want {
-		t.Fatalf("%d documents with %d distinct seq numbers, want %d of each", res.Hits.Total.Value, res.Aggregations.Seqs.Value, want)
+	waitCommittedAtEnd(t, topic, topic, partitions)
+	if total, seqs := seqCount(t, index, `{"match_all":{}}`); total != want || seqs != want {
+		t.Fatalf("%d documents with %d distinct seq numbers, want %d of each", total, seqs, want)
 	}
 }
 
@@ -332,13 +288,13 @@ func TestKafkaKeyedTopicMirror(t *testing.T) {
 	extra := `document_id = "key"
   tombstones  = "delete"`
 	a := startAgent(t, agentOpts{Topic: topic, Group: topic, Index: index, DataDir: t.TempDir(), ESExtra: extra})
-	waitCommittedToEnd(t, topic, topic, partitions)
+	waitCommittedAtEnd(t, topic, topic, partitions)
 	a.stop(20 * time.Second)
 	check("after the first agent")
 
 	again := startAgent(t, agentOpts{Topic: topic, Group: topic + "-again", Index: index, DataDir: t.TempDir(), ESExtra: extra})
 	defer again.stop(20 * time.Second)
-	waitCommittedToEnd(t, topic+"-again", topic, partitions)
+	waitCommittedAtEnd(t, topic+"-again", topic, partitions)
 	check("after every record was delivered again")
 	// Refused as older than the document: versions 1 and 2 of the live
 	// keys, and every version of the deleted ones (the node remembers a
