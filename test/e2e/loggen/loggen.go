@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	"github.com/segmentio/kafka-go/protocol"
 )
 
 var (
@@ -226,5 +227,10 @@ const transientBudget = 30 * time.Second
 
 func transient(err error) bool {
 	var ke kafka.Error
-	return errors.As(err, &ke) && ke.Temporary()
+	if errors.As(err, &ke) {
+		return ke.Temporary()
+	}
+	// Raised by kafka-go before sending, from metadata it cached while a
+	// broker restarted or a topic was new: nothing was written.
+	return errors.Is(err, protocol.ErrNoLeader) || errors.Is(err, protocol.ErrNoTopic) || errors.Is(err, protocol.ErrNoPartition)
 }
