@@ -118,9 +118,20 @@ buffer {
 elasticsearch {
   # Nodes or a load balancer; one entry may list several, comma-separated.
   urls = [env("ES_URL", "http://127.0.0.1:9200")]
-  # Target index. Documents are created with deterministic ids
-  # (<topic>-<partition>-<offset>), so replays never duplicate.
+  # Target index: a name, or a pattern over the record such as
+  # "logs-{topic}-{+yyyy.MM.dd}": {topic}; a document field {[field]} or
+  # {[a][b]}; the event's date {+yyyy.MM.dd} (tokens yyyy yy MM dd HH; UTC;
+  # the document's @timestamp, else the Kafka timestamp). Not Logstash's
+  # %{...}: in HCL "%{" starts a template. Names are lower-cased and
+  # characters Elasticsearch refuses become "_"; a record with no valid name
+  # (a missing field) is dead-lettered as index_routing.
+  # Document ids are deterministic (document_id below), so replays never
+  # duplicate, whatever index a record is routed to.
   index = env("SHIPPER_INDEX", "shipper-logs")
+  # The index names data streams: create only, @timestamp always set.
+  data_stream = false
+  # An ingest pipeline every bulk request goes through ("" = none).
+  pipeline = ""
   # Credentials; api_key wins over username/password. Keep them out of
   # this file: password = env("ES_PASSWORD").
   username = env("ES_USERNAME", "")

@@ -14,8 +14,21 @@ type Config struct {
 	// them). An entry may hold several URLs separated by commas.
 	// Default ["http://127.0.0.1:9200"].
 	URLs []string `hcl:"urls,optional"`
-	// Index receives the documents. Default "shipper-logs".
+	// Index is where each document goes: a name, or a pattern over the
+	// record, e.g. "logs-{topic}-{+yyyy.MM.dd}": {topic}, a document
+	// field {[field]} or {[a][b]}, and the event's date {+yyyy.MM.dd}
+	// (UTC; the document's @timestamp, else the Kafka timestamp). Names
+	// are lower-cased and characters Elasticsearch refuses become '_'; a
+	// record that still has no valid name is dead-lettered
+	// ("index_routing"). See route.go. Default "shipper-logs".
 	Index string `hcl:"index,optional"`
+	// DataStream says Index names data streams: documents are written with
+	// create (the only action a data stream takes) and always carry
+	// @timestamp. It requires document_id = "offset". Default false.
+	DataStream bool `hcl:"data_stream,optional"`
+	// Pipeline is an ingest pipeline every bulk request runs through.
+	// Default "": none.
+	Pipeline string `hcl:"pipeline,optional"`
 	// Username and Password for HTTP basic authentication. Default none.
 	Username string         `hcl:"username,optional"`
 	Password shipper.Secret `hcl:"password,optional"`
@@ -187,9 +200,11 @@ func (c Config) Validate() error {
 			bad("urls", "%s: put credentials in username/password or api_key, not in the URL", u.Redacted())
 		}
 	}
-	if c.Index == "" || c.Index != strings.ToLower(c.Index) || strings.ContainsAny(c.Index, ` "*\<|,>/?#:`) ||
-		strings.HasPrefix(c.Index, "_") || strings.HasPrefix(c.Index, "-") {
-		bad("index", "%q is not a valid index name (lowercase, no spaces or \\/*?\"<>|,#:, not starting with _ or -)", c.Index)
+	if _, err := parseIndexPattern(c.Index); err != nil {
+		bad("index", "%v", err)
+	}
+	if c.DataStream && c.DocumentID != "offset" {
+		bad("data_stream", `needs document_id = "offset": a data stream only takes create, never a document replaced by key`)
 	}
 	if c.Workers < 1 || c.Workers > 64 {
 		bad("workers", "must be between 1 and 64, got %d", c.Workers)

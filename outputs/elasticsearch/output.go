@@ -38,6 +38,8 @@ type Output struct {
 	learned atomic.Int64
 	// meta adds Kafka metadata to documents (metadata_field).
 	meta metadata
+	// route names each document's index.
+	route indexPattern
 }
 
 // New creates the output. It does not contact Elasticsearch. Close stops
@@ -49,7 +51,11 @@ func New(cfg Config, log *slog.Logger) (*Output, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	o := &Output{cfg: cfg, log: log, meta: metadata{field: cfg.MetadataField, headers: cfg.MetadataHeaders}}
+	route, err := parseIndexPattern(cfg.Index)
+	if err != nil {
+		return nil, fmt.Errorf("elasticsearch config: index: %w", err)
+	}
+	o := &Output{cfg: cfg, log: log, meta: metadata{field: cfg.MetadataField, headers: cfg.MetadataHeaders}, route: route}
 	w := &watchdog{stall: cfg.StallTimeout, lifetime: cfg.ConnMaxLifetime,
 		attempts: map[*attempt]struct{}{}, conns: map[*trackedConn]struct{}{}}
 	p, err := newPool(cfg, log, newNodeTransports(cfg, w))
@@ -164,8 +170,13 @@ func (o *Output) Send(ctx context.Context, recs []*shipper.Record) ([]ItemResult
 		if results[i].Outcome != Pending {
 			continue
 		}
+		index, err := o.route.index(r)
+		if err != nil {
+			results[i] = ItemResult{Outcome: DeadLetter, Type: "index_routing", Reason: err.Error()}
+			continue
+		}
 		start := len(b.body)
-		b.body = o.appendItem(b.body, r)
+		b.body = o.appendItem(b.body, index, r)
 		if len(b.idx) > 0 && int64(len(b.body)) > o.BulkLimit() {
 			// r does not fit: send the others, start the next request with r.
 			next := newBatch(o.BulkLimit())
@@ -257,7 +268,7 @@ func (o *Output) sendBatch(ctx context.Context, b *batch, results []ItemResult) 
 // document; with key ids an index of the key's document, or a delete for a
 // tombstone, versioned by the offset so that an earlier record never
 // overwrites a later one.
-func (o *Output) appendItem(dst []byte, r *shipper.Record) []byte {
+func (o *Output) appendItem(dst []byte, index string, r *shipper.Record) []byte {
 	keyed := o.cfg.DocumentID == "key" && r.Key != nil
 	switch {
 	case !keyed:
@@ -267,7 +278,7 @@ func (o *Output) appendItem(dst []byte, r *shipper.Record) []byte {
 	default:
 		dst = append(dst, `{"index":{"_index":`...)
 	}
-	dst = strconv.AppendQuote(dst, o.cfg.Index)
+	dst = strconv.AppendQuote(dst, index)
 	dst = append(dst, `,"_id":`...)
 	if !keyed {
 		dst = strconv.AppendQuote(dst, r.DocumentID())
@@ -313,6 +324,7 @@ func (o *Output) bulk(ctx context.Context, body []byte, n int) answer {
 		// Keeps document contents out of error reasons, which end up in
 		// logs and the dead-letter store.
 		IncludeSourceOnError: &includeSource,
+		Pipeline:             o.cfg.Pipeline,
 	}.Do(ctx, o.client)
 	if err != nil {
 		return failAll(n, &RequestError{Type: "network", Err: err})

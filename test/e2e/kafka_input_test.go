@@ -17,25 +17,37 @@ import (
 )
 
 // seqCount returns how many documents of the index match the query (JSON)
-// and how many distinct values of "seq" they hold.
+// and how many distinct values of "seq" they hold, counted exactly (the
+// cardinality aggregation is approximate), a sorted page at a time.
 func seqCount(t *testing.T, index, query string) (total, distinct int) {
 	t.Helper()
-	var res struct {
-		Hits struct {
-			Total struct {
-				Value int `json:"value"`
-			} `json:"total"`
-		} `json:"hits"`
-		Aggregations struct {
-			Seqs struct {
-				Value int `json:"value"`
-			} `json:"seqs"`
-		} `json:"aggregations"`
-	}
 	esDo(t, "POST", "/"+index+"/_refresh", nil, nil)
-	esDo(t, "POST", "/"+index+"/_search", strings.NewReader(`{"size":0,"track_total_hits":true,"query":`+query+
-		`,"aggs":{"seqs":{"cardinality":{"field":"seq","precision_threshold":10000}}}}`), &res)
-	return res.Hits.Total.Value, res.Aggregations.Seqs.Value
+	last, after := int64(-1), ""
+	for {
+		var res struct {
+			Hits struct {
+				Total struct {
+					Value int `json:"value"`
+				} `json:"total"`
+				Hits []struct {
+					Sort []int64 `json:"sort"`
+				} `json:"hits"`
+			} `json:"hits"`
+		}
+		esDo(t, "POST", "/"+index+"/_search", strings.NewReader(`{"size":10000,"_source":false,"track_total_hits":true,"query":`+query+
+			`,"sort":[{"seq":"asc"}]`+after+`}`), &res)
+		total = res.Hits.Total.Value
+		for _, h := range res.Hits.Hits {
+			if len(h.Sort) == 1 && h.Sort[0] != last {
+				distinct++
+				last = h.Sort[0]
+			}
+		}
+		if len(res.Hits.Hits) < 10000 {
+			return total, distinct
+		}
+		after = fmt.Sprintf(`,"search_after":[%d]`, last)
+	}
 }
 
 // TestKafkaTransactions: committed and aborted transactions interleaved
