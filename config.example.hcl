@@ -132,6 +132,16 @@ elasticsearch {
   data_stream = false
   # An ingest pipeline every bulk request goes through ("" = none).
   pipeline = ""
+  # Start-up check (go-retryablehttp, jittered backoff): wait for a node to
+  # answer, check it is Elasticsearch 8.x (GET /_nodes/_local), install the
+  # index template. Consuming goes on meanwhile. Past startup_timeout the
+  # agent logs an error and delivers anyway; another version, refused
+  # credentials or a refused template stop it.
+  startup_timeout = "2m"
+  # A JSON index template (the body of PUT _index_template/<name>) to
+  # install at start ("" = none), and its name.
+  template_file = ""
+  template_name = "shipper"
   # Credentials; api_key wins over username/password. Keep them out of
   # this file: password = env("ES_PASSWORD").
   username = env("ES_USERNAME", "")

@@ -93,8 +93,19 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 	}()
 
+	// Consuming starts at once: the buffer takes what Kafka has while the
+	// start-up check waits for Elasticsearch.
+	inputCtx, stopInput := context.WithCancel(context.Background())
+	inputDone := make(chan error, 1)
+	go func() { inputDone <- a.in.Run(inputCtx) }()
+
+	var runErr error
 	workers := &workerGroup{d: a.deliver, n: a.cfg.Elasticsearch.Workers}
-	workers.start()
+	if err := a.checkElasticsearch(ctx); err != nil {
+		runErr = err
+	} else {
+		workers.start()
+	}
 	a.watchdog.restart = workers.restart
 	watchCtx, stopWatch := context.WithCancel(context.Background())
 	wg.Add(1)
@@ -102,16 +113,14 @@ func (a *Agent) Run(ctx context.Context) error {
 		defer wg.Done()
 		a.watchdog.run(watchCtx)
 	}()
-	inputCtx, stopInput := context.WithCancel(context.Background())
-	inputDone := make(chan error, 1)
-	go func() { inputDone <- a.in.Run(inputCtx) }()
 
-	var runErr error
-	select {
-	case <-ctx.Done():
-	case runErr = <-inputDone:
-		inputDone <- runErr
-		a.log.Error("kafka input stopped", "err", runErr)
+	if runErr == nil {
+		select {
+		case <-ctx.Done():
+		case runErr = <-inputDone:
+			inputDone <- runErr
+			a.log.Error("kafka input stopped", "err", runErr)
+		}
 	}
 
 	deadline := time.Now().Add(a.cfg.ShutdownTimeout)
@@ -120,6 +129,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	// Keep a quarter of the time (at most 5s) to commit and close.
 	reserve := min(a.cfg.ShutdownTimeout/4, 5*time.Second)
 	drainCtx, cancelDrain := context.WithDeadline(context.Background(), deadline.Add(-reserve))
+	if errors.Is(runErr, elasticsearch.ErrIncompatible) {
+		cancelDrain() // nothing delivers: what is buffered stays on disk
+	}
 	seq, err := a.buf.Flush(drainCtx)
 	if err == nil {
 		err = a.buf.WaitDelivered(drainCtx, seq)
@@ -152,6 +164,27 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	a.log.Info("shipper stopped")
 	return runErr
+}
+
+// checkElasticsearch runs the output's start-up check, bounded by
+// startup_timeout. It returns an error only when the cluster rules
+// delivery out; a cluster that did not answer in time is logged, and
+// delivery starts anyway: the pool probes the nodes and sends wait.
+func (a *Agent) checkElasticsearch(ctx context.Context) error {
+	checkCtx, cancel := context.WithTimeout(ctx, a.cfg.Elasticsearch.StartupTimeout)
+	defer cancel()
+	info, err := a.out.Check(checkCtx)
+	switch {
+	case errors.Is(err, elasticsearch.ErrIncompatible):
+		a.log.Error("elasticsearch start-up check failed; not delivering, stopping", "err", err)
+		return fmt.Errorf("elasticsearch start-up check: %w", err)
+	case err != nil && ctx.Err() == nil:
+		a.log.Error("elasticsearch did not answer the start-up check in time; delivering as nodes answer",
+			"startup_timeout", a.cfg.Elasticsearch.StartupTimeout.String(), "err", err)
+	case err == nil:
+		a.log.Info("elasticsearch cluster", "name", info.Name, "version", info.Version)
+	}
+	return nil
 }
 
 // deliveryWaiting reports chunks waiting for delivery while a node looks

@@ -31,6 +31,8 @@ func TestShutdownKeepsDeadlineWhileElasticsearchHangs(t *testing.T) {
 	cfg.Kafka.Brokers = []string{"127.0.0.1:1"}
 	cfg.Kafka.Topics = []string{"t"}
 	cfg.Elasticsearch.URLs = []string{hang.URL}
+	// The start-up check hangs too; past its bound, delivery starts.
+	cfg.Elasticsearch.StartupTimeout = 200 * time.Millisecond
 	cfg.resolve()
 	a, err := New(cfg, slog.New(slog.DiscardHandler))
 	if err != nil {

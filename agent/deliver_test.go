@@ -122,6 +122,8 @@ func TestDeliverAll(t *testing.T) {
 	if n := len(f.srv.Docs("logs")); n != 3000 {
 		t.Fatalf("%d documents, want 3000", n)
 	}
+	// Counted right after the Ack that WaitDelivered sees: poll.
+	waitState(t, "indexed metric at 3000", func() bool { return counterValue(f.m.indexed) >= 3000 })
 	if got := counterValue(f.m.indexed); got != 3000 {
 		t.Fatalf("indexed metric = %v", got)
 	}

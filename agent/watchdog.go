@@ -49,7 +49,9 @@ func (g *workerGroup) restart() {
 // reports whether they all returned.
 func (g *workerGroup) stop(deadline time.Time) bool {
 	g.mu.Lock()
-	g.cancel()
+	if g.cancel != nil { // nil: never started
+		g.cancel()
+	}
 	g.mu.Unlock()
 	done := make(chan struct{})
 	go func() { g.wg.Wait(); close(done) }()

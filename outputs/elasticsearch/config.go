@@ -1,7 +1,9 @@
 package elasticsearch
 
 import (
+	"encoding/json"
 	"net/url"
+	"os"
 	"strings"
 	"time"
 
@@ -29,6 +31,19 @@ type Config struct {
 	// Pipeline is an ingest pipeline every bulk request runs through.
 	// Default "": none.
 	Pipeline string `hcl:"pipeline,optional"`
+	// StartupTimeout bounds the start-up check (Output.Check): waiting for
+	// a node to answer, checking it is Elasticsearch 8.x, installing the
+	// template. Past it the agent logs an error and delivers anyway, its
+	// nodes probed as usual; a cluster that answers but rules delivery out
+	// (another version, refused credentials, a refused template) stops the
+	// agent at once. Default 2m.
+	StartupTimeout time.Duration `hcl:"startup_timeout,optional"`
+	// TemplateFile is a JSON index template (the body of PUT
+	// _index_template/<name>, e.g. index_patterns, template.mappings,
+	// data_stream) installed at start. Default "": none.
+	TemplateFile string `hcl:"template_file,optional"`
+	// TemplateName names the template installed. Default "shipper".
+	TemplateName string `hcl:"template_name,optional"`
 	// Username and Password for HTTP basic authentication. Default none.
 	Username string         `hcl:"username,optional"`
 	Password shipper.Secret `hcl:"password,optional"`
@@ -151,6 +166,8 @@ func DefaultConfig() Config {
 		Workers:              2,
 		MaxBulkBytes:         8 << 20,
 		Tombstones:           "skip",
+		StartupTimeout:       2 * time.Minute,
+		TemplateName:         "shipper",
 		DocumentID:           "offset",
 		InvalidUTF8:          "base64",
 		MaxItemAttempts:      10,
@@ -202,6 +219,19 @@ func (c Config) Validate() error {
 	}
 	if _, err := parseIndexPattern(c.Index); err != nil {
 		bad("index", "%v", err)
+	}
+	if c.StartupTimeout <= 0 {
+		bad("startup_timeout", "must be positive, got %s", c.StartupTimeout)
+	}
+	if c.TemplateFile != "" {
+		if b, err := os.ReadFile(c.TemplateFile); err != nil {
+			bad("template_file", "%v", err)
+		} else if !json.Valid(b) {
+			bad("template_file", "%s is not valid JSON", c.TemplateFile)
+		}
+	}
+	if c.TemplateName == "" || strings.ContainsAny(c.TemplateName, invalidIndexChars) {
+		bad("template_name", "%q: want a name without spaces or %s", c.TemplateName, strings.TrimSpace(invalidIndexChars))
 	}
 	if c.DataStream && c.DocumentID != "offset" {
 		bad("data_stream", `needs document_id = "offset": a data stream only takes create, never a document replaced by key`)

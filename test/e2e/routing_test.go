@@ -5,6 +5,9 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -63,4 +66,54 @@ func TestDatedIndicesAcrossMidnightWithKill(t *testing.T) {
 		}
 	}
 	t.Logf("killed at %d of %d documents indexed", killedAt, n)
+}
+
+// TestStartupWaitsForElasticsearch: the agent starts while no Elasticsearch
+// node answers (the proxy in front of it is down). It consumes into its
+// buffer, and its start-up check retries until the node appears 10 s
+// later; then it logs the cluster's name and version, installs the index
+// template of template_file, and delivers every record exactly once into
+// an index the template shaped.
+func TestStartupWaitsForElasticsearch(t *testing.T) {
+	const partitions, n = 2, 2000
+	topic := newTopic(t, partitions)
+	produce(t, topic, 0, n)
+	proxy := newESProxy(t)
+	proxy.Stop()
+	tmpl := filepath.Join(t.TempDir(), "template.json")
+	if err := os.WriteFile(tmpl, []byte(`{"index_patterns":["`+topic+`*"],"priority":500,`+
+		`"template":{"mappings":{"properties":{"level":{"type":"keyword"}}}}}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	o := agentOpts{Topic: topic, Group: topic, Index: topic, DataDir: t.TempDir(), ESURL: proxy.URL,
+		ESExtra: fmt.Sprintf("template_file = %q\n  template_name = %q", tmpl, topic)}
+	a := startAgent(t, o)
+	defer a.stop(20 * time.Second)
+	waitFor(t, 30*time.Second, "every record buffered", func() (bool, string) {
+		st := a.stats()
+		return st.Consumed == n, fmt.Sprintf("%d consumed", st.Consumed)
+	})
+	time.Sleep(10 * time.Second)
+	if line := a.lastLogLine("elasticsearch not answering yet"); line == "" {
+		t.Errorf("no log line about the start-up check waiting")
+	}
+	if err := proxy.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitCommittedAtEnd(t, topic, topic, partitions)
+	assertExactlyOnce(t, topic, topic, partitions, n)
+	if line := a.lastLogLine(`"msg":"elasticsearch cluster"`); !strings.Contains(line, `"version":"8.`) {
+		t.Errorf("start-up log line %q: want the cluster's version", line)
+	}
+	var mapping map[string]struct {
+		Mappings struct {
+			Properties map[string]struct {
+				Type string `json:"type"`
+			} `json:"properties"`
+		} `json:"mappings"`
+	}
+	esDo(t, "GET", "/"+topic+"/_mapping", nil, &mapping)
+	if got := mapping[topic].Mappings.Properties["level"].Type; got != "keyword" {
+		t.Errorf("level is mapped as %q, want keyword from the installed template", got)
+	}
 }
