@@ -135,8 +135,8 @@ elasticsearch {
   # Start-up check (go-retryablehttp, jittered backoff): wait for a node to
   # answer, check it is Elasticsearch 8.x (GET /_nodes/_local), install the
   # index template. Consuming goes on meanwhile. Past startup_timeout the
-  # agent logs an error and delivers anyway; another version, refused
-  # credentials or a refused template stop it.
+  # agent logs an error and delivers anyway; another version or a refused
+  # template stop it (refused credentials hold delivery, as at any time).
   startup_timeout = "2m"
   # A JSON index template (the body of PUT _index_template/<name>) to
   # install at start ("" = none), and its name.

@@ -178,6 +178,8 @@ func (a *Agent) checkElasticsearch(ctx context.Context) error {
 	case errors.Is(err, elasticsearch.ErrIncompatible):
 		a.log.Error("elasticsearch start-up check failed; not delivering, stopping", "err", err)
 		return fmt.Errorf("elasticsearch start-up check: %w", err)
+	case errors.Is(err, elasticsearch.ErrCredentials):
+		a.log.Error("elasticsearch refused the credentials at start; delivery holds until they are accepted", "err", err)
 	case err != nil && ctx.Err() == nil:
 		a.log.Error("elasticsearch did not answer the start-up check in time; delivering as nodes answer",
 			"startup_timeout", a.cfg.Elasticsearch.StartupTimeout.String(), "err", err)

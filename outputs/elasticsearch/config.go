@@ -35,8 +35,9 @@ type Config struct {
 	// a node to answer, checking it is Elasticsearch 8.x, installing the
 	// template. Past it the agent logs an error and delivers anyway, its
 	// nodes probed as usual; a cluster that answers but rules delivery out
-	// (another version, refused credentials, a refused template) stops the
-	// agent at once. Default 2m.
+	// (another version, a refused template) stops the agent at once.
+	// Refused credentials do not: delivery holds until they are accepted.
+	// Default 2m.
 	StartupTimeout time.Duration `hcl:"startup_timeout,optional"`
 	// TemplateFile is a JSON index template (the body of PUT
 	// _index_template/<name>, e.g. index_patterns, template.mappings,

@@ -26,6 +26,9 @@ import (
 // through go-retryablehttp, with its jittered backoff, bounded by the
 // caller's context.
 
+// controlAttemptTimeout bounds one attempt of a management call.
+const controlAttemptTimeout = 10 * time.Second
+
 // ClusterInfo is what the start-up check learned about the cluster.
 type ClusterInfo struct {
 	Name    string `json:"cluster_name"`
@@ -33,8 +36,15 @@ type ClusterInfo struct {
 }
 
 // ErrIncompatible marks a definitive start-up failure: the cluster answered,
-// and what it answered rules out delivering (not Elasticsearch 8.x,
-// credentials refused, a template refused). Waiting longer does not help.
+// and what it answered rules out delivering (not Elasticsearch 8.x, a
+// template refused as invalid). Waiting longer does not help.
+//
+// Refused credentials (401, 403) are not definitive: delivery holds on
+// them, as it does at any time, until they are accepted (a secret rotated).
+var ErrCredentials = errors.New("elasticsearch refused the credentials")
+
+// ErrIncompatible marks a definitive start-up failure; see ErrCredentials
+// for what is not one.
 var ErrIncompatible = errors.New("elasticsearch refused")
 
 // Check waits for the cluster, checks it is Elasticsearch 8.x, and, with
@@ -88,7 +98,9 @@ func (o *Output) Check(ctx context.Context) (ClusterInfo, error) {
 // backoff capped at 10s, the configured nodes in turn.
 func (o *Output) controlClient() *retryablehttp.Client {
 	c := retryablehttp.NewClient()
-	c.HTTPClient = &http.Client{Timeout: o.cfg.RequestTimeout}
+	// A node that accepts and never answers must not hold start-up for a
+	// whole request_timeout: the next attempt goes to the next node.
+	c.HTTPClient = &http.Client{Timeout: min(o.cfg.RequestTimeout, controlAttemptTimeout)}
 	c.Logger = nil // attempts are logged sparsely below
 	c.RetryMax = math.MaxInt32
 	c.RetryWaitMin, c.RetryWaitMax = 250*time.Millisecond, 2*time.Second
@@ -150,7 +162,7 @@ func (o *Output) control(ctx context.Context, c *retryablehttp.Client, method, p
 	case res.StatusCode >= 200 && res.StatusCode < 300:
 		return raw, nil
 	case res.StatusCode == http.StatusUnauthorized || res.StatusCode == http.StatusForbidden:
-		return nil, fmt.Errorf("%w: %s %s answered %d: check username/password or api_key: %s", ErrIncompatible, method, path, res.StatusCode, oneLine(string(raw)))
+		return nil, fmt.Errorf("%w: %s %s answered %d: check username/password or api_key: %s", ErrCredentials, method, path, res.StatusCode, oneLine(string(raw)))
 	case res.StatusCode >= 400 && res.StatusCode < 500:
 		return nil, fmt.Errorf("%w: %s %s answered %d: %s", ErrIncompatible, method, path, res.StatusCode, oneLine(string(raw)))
 	default:

@@ -84,6 +84,7 @@ func TestCheck(t *testing.T) {
 		{"8.x with a template", &clusterFake{version: "8.19.21"}, good, ""},
 		{"7.x", &clusterFake{version: "7.17.0"}, "", "runs version 7.17.0"},
 		{"credentials refused", &clusterFake{version: "8.19.21", status: 401}, "", "check username/password or api_key"},
+		{"forbidden", &clusterFake{version: "8.19.21", status: 403}, "", "check username/password or api_key"},
 		{"template refused", &clusterFake{version: "8.19.21"}, bad, "index patterns are missing"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -95,8 +96,12 @@ func TestCheck(t *testing.T) {
 			defer cancel()
 			info, err := out.Check(ctx)
 			if tc.err != "" {
-				if !errors.Is(err, elasticsearch.ErrIncompatible) || !strings.Contains(err.Error(), tc.err) {
-					t.Fatalf("Check: %v; want ErrIncompatible with %q", err, tc.err)
+				want := elasticsearch.ErrIncompatible
+				if tc.fake.status == 401 || tc.fake.status == 403 {
+					want = elasticsearch.ErrCredentials // delivery holds on them; not definitive
+				}
+				if !errors.Is(err, want) || errors.Is(err, elasticsearch.ErrIncompatible) != (want == elasticsearch.ErrIncompatible) || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("Check: %v; want %v with %q", err, want, tc.err)
 				}
 				return
 			}

@@ -227,8 +227,10 @@ func TestShutdownDeadlineAndSecondSignal(t *testing.T) {
 	proxy := newESProxy(t)
 	proxy.blackhole(t, "stall", "upstream")
 	produce(t, topic, 0, n)
+	// The start-up check hangs on the stalled node too: past its 1 s
+	// bound delivery starts, and stalls.
 	o := agentOpts{Topic: topic, Group: topic, Index: topic, DataDir: t.TempDir(), ESURL: proxy.URL,
-		TopExtra: `shutdown_timeout = "4s"`}
+		TopExtra: `shutdown_timeout = "4s"`, ESExtra: `startup_timeout = "1s"`}
 	// waitStuck waits until every record is buffered (this run's or the
 	// previous one's) and a send is stalled.
 	waitStuck := func(a *agentProc) {
