@@ -23,8 +23,15 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func newOutput(t *testing.T, srv *estest.Server, mutate func(*elasticsearch.Config)) *elasticsearch.Output {
 	t.Helper()
+	return newOutputAt(t, srv.URL, mutate)
+}
+
+// newOutputAt returns an Output of one node at url, index "test", closed
+// with the test.
+func newOutputAt(t *testing.T, url string, mutate func(*elasticsearch.Config)) *elasticsearch.Output {
+	t.Helper()
 	cfg := elasticsearch.DefaultConfig()
-	cfg.URLs = []string{srv.URL}
+	cfg.URLs = []string{url}
 	cfg.Index = "test"
 	cfg.RequestTimeout = 5 * time.Second
 	if mutate != nil {

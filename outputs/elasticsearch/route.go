@@ -141,35 +141,32 @@ func parsePlaceholder(ph string) (patternPart, error) {
 	return patternPart{}, errors.New("want topic, [field] or +date (e.g. +yyyy.MM.dd)")
 }
 
+// dateTokens maps the date tokens of an index pattern to Go layout
+// elements, longest first.
+var dateTokens = []struct{ token, layout string }{
+	{"yyyy", "2006"}, {"yy", "06"}, {"MM", "01"}, {"dd", "02"}, {"HH", "15"},
+}
+
 // dateLayout turns yyyy.MM.dd-style tokens into a Go time layout.
 func dateLayout(f string) (string, error) {
 	if f == "" {
 		return "", errors.New("an empty date format")
 	}
 	var b strings.Builder
+next:
 	for i := 0; i < len(f); {
-		switch {
-		case strings.HasPrefix(f[i:], "yyyy"):
-			b.WriteString("2006")
-			i += 4
-		case strings.HasPrefix(f[i:], "yy"):
-			b.WriteString("06")
-			i += 2
-		case strings.HasPrefix(f[i:], "MM"):
-			b.WriteString("01")
-			i += 2
-		case strings.HasPrefix(f[i:], "dd"):
-			b.WriteString("02")
-			i += 2
-		case strings.HasPrefix(f[i:], "HH"):
-			b.WriteString("15")
-			i += 2
-		case f[i] >= 'a' && f[i] <= 'z' || f[i] >= 'A' && f[i] <= 'Z' || f[i] >= '0' && f[i] <= '9':
-			return "", fmt.Errorf("unsupported date token at %q: use yyyy, yy, MM, dd, HH", f[i:])
-		default:
-			b.WriteByte(f[i])
-			i++
+		for _, d := range dateTokens {
+			if strings.HasPrefix(f[i:], d.token) {
+				b.WriteString(d.layout)
+				i += len(d.token)
+				continue next
+			}
 		}
+		if c := f[i]; c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' {
+			return "", fmt.Errorf("unsupported date token at %q: use yyyy, yy, MM, dd, HH", f[i:])
+		}
+		b.WriteByte(f[i])
+		i++
 	}
 	return b.String(), nil
 }

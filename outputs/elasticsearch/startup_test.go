@@ -53,20 +53,6 @@ func (f *clusterFake) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func checkOutput(t *testing.T, url string, mutate func(*elasticsearch.Config)) *elasticsearch.Output {
-	t.Helper()
-	cfg := elasticsearch.DefaultConfig()
-	cfg.URLs, cfg.Index, cfg.RequestTimeout = []string{url}, "logs", 2*time.Second
-	if mutate != nil {
-		mutate(&cfg)
-	}
-	out, err := elasticsearch.New(cfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { out.Close() })
-	return out
-}
 
 func TestCheck(t *testing.T) {
 	dir := t.TempDir()
@@ -91,7 +77,7 @@ func TestCheck(t *testing.T) {
 			tc.fake.template = map[string]string{}
 			srv := httptest.NewServer(tc.fake)
 			defer srv.Close()
-			out := checkOutput(t, srv.URL, func(c *elasticsearch.Config) { c.TemplateFile = tc.template })
+			out := newOutputAt(t, srv.URL, func(c *elasticsearch.Config) { c.TemplateFile = tc.template })
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
 			info, err := out.Check(ctx)
@@ -127,7 +113,7 @@ func TestCheckWaitsForTheCluster(t *testing.T) {
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	out := checkOutput(t, "http://"+addr, nil)
+	out := newOutputAt(t, "http://"+addr, func(c *elasticsearch.Config) { c.RequestTimeout = 2 * time.Second })
 
 	short, cancel := context.WithTimeout(context.Background(), 700*time.Millisecond)
 	defer cancel()
