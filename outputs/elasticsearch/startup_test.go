@@ -53,7 +53,6 @@ func (f *clusterFake) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-
 func TestCheck(t *testing.T) {
 	dir := t.TempDir()
 	good := filepath.Join(dir, "good.json")

@@ -58,6 +58,22 @@ func newClient(addrs []string) (*kgo.Client, error) {
 	)
 }
 
+// request sends req to the cluster with a 10 s bound and fails the test
+// if it gets no answer; the answer's error codes are the caller's.
+func request[Req interface {
+	kmsg.Request
+	RequestWith(context.Context, kmsg.Requestor) (Resp, error)
+}, Resp any](t testing.TB, c *Cluster, what string, req Req) Resp {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := req.RequestWith(ctx, c.client)
+	if err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+	return resp
+}
+
 // Addrs returns the brokers' "host:port" addresses.
 func (c *Cluster) Addrs() []string { return c.kf.ListenAddrs() }
 
@@ -143,12 +159,7 @@ func (c *Cluster) EndOffsets(t testing.TB, topic string, parts ...int32) map[int
 		rt.Partitions = append(rt.Partitions, rp)
 	}
 	req.Topics = append(req.Topics, rt)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	resp, err := req.RequestWith(ctx, c.client)
-	if err != nil {
-		t.Fatalf("list offsets: %v", err)
-	}
+	resp := request(t, c, "list offsets", req)
 	out := map[int32]int64{}
 	for _, rt := range resp.Topics {
 		for _, p := range rt.Partitions {
@@ -169,12 +180,7 @@ func (c *Cluster) DeleteTopic(t testing.TB, topic string) {
 	rt := kmsg.NewDeleteTopicsRequestTopic()
 	rt.Topic = kmsg.StringPtr(topic)
 	req.Topics = append(req.Topics, rt)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	resp, err := req.RequestWith(ctx, c.client)
-	if err != nil {
-		t.Fatalf("delete topic: %v", err)
-	}
+	resp := request(t, c, "delete topic", req)
 	for _, rt := range resp.Topics {
 		if err := kerr.ErrorForCode(rt.ErrorCode); err != nil {
 			t.Fatalf("delete topic %s: %v", topic, err)
@@ -183,6 +189,7 @@ func (c *Cluster) DeleteTopic(t testing.TB, topic string) {
 	// The client keeps the deleted topic's id: a topic created again
 	// under the name needs a fresh one.
 	c.client.Close()
+	var err error
 	if c.client, err = newClient(c.kf.ListenAddrs()); err != nil {
 		t.Fatalf("kgo client: %v", err)
 	}
@@ -197,12 +204,7 @@ func (c *Cluster) CreateTopic(t testing.TB, topic string, partitions int32) {
 	rt.NumPartitions = partitions
 	rt.ReplicationFactor = 1
 	req.Topics = append(req.Topics, rt)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	resp, err := req.RequestWith(ctx, c.client)
-	if err != nil {
-		t.Fatalf("create topic: %v", err)
-	}
+	resp := request(t, c, "create topic", req)
 	for _, rt := range resp.Topics {
 		if err := kerr.ErrorForCode(rt.ErrorCode); err != nil {
 			t.Fatalf("create topic %s: %v", rt.Topic, err)
@@ -223,12 +225,7 @@ func (c *Cluster) Commit(t testing.TB, group, topic string, offsets map[int32]in
 		rt.Partitions = append(rt.Partitions, rp)
 	}
 	req.Topics = append(req.Topics, rt)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	resp, err := req.RequestWith(ctx, c.client)
-	if err != nil {
-		t.Fatalf("offset commit: %v", err)
-	}
+	resp := request(t, c, "offset commit", req)
 	for _, rt := range resp.Topics {
 		for _, p := range rt.Partitions {
 			if err := kerr.ErrorForCode(p.ErrorCode); err != nil {
@@ -257,12 +254,7 @@ func (c *Cluster) Committed(t testing.TB, group, topic string, parts ...int32) m
 	rt.Topic = topic
 	rt.Partitions = parts
 	req.Topics = append(req.Topics, rt)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	resp, err := req.RequestWith(ctx, c.client)
-	if err != nil {
-		t.Fatalf("offset fetch: %v", err)
-	}
+	resp := request(t, c, "offset fetch", req)
 	if err := kerr.ErrorForCode(resp.ErrorCode); err != nil {
 		t.Fatalf("offset fetch %s: %v", group, err)
 	}
