@@ -147,8 +147,17 @@ elasticsearch {
   username = env("ES_USERNAME", "")
   password = env("ES_PASSWORD", "")
   api_key  = env("ES_API_KEY", "")
-  # Chunks delivered concurrently = bulk requests in flight.
-  workers = 2
+  # Most bulk requests in flight at once, retries included; also the number
+  # of chunks delivered concurrently (each worker holds one chunk, part of
+  # the memory overhead above buffer.memory_limit).
+  max_in_flight = 4
+  # Adapt the requests in flight within [1, max_in_flight]: halved on a 429,
+  # a whole-request 5xx or no answer, cut by a quarter when answers slow to
+  # three times the cluster's base latency, grown while answers are good.
+  # false: always max_in_flight.
+  adaptive_concurrency = true
+  # Bulk request bodies: none or gzip (fastest level).
+  compression = "none"
   # A chunk whose bulk body exceeds this is sent as several requests. At
   # most 100MiB (Elasticsearch's default http.max_content_length); a smaller
   # limit of the node or a proxy is learned from its 413 answers.

@@ -63,7 +63,7 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 	}
 	a := &Agent{cfg: cfg, log: log, buf: buf, out: out, in: in, ln: ln, started: time.Now()}
 	a.metrics = newMetrics(metricSources{consumed: func() float64 { return float64(in.Consumed()) }, buffer: buf.Stats, input: in.Stats,
-		held: func() *HoldStatus { return a.deliver.held() }, nodes: out.Nodes})
+		held: func() *HoldStatus { return a.deliver.held() }, nodes: out.Nodes, window: out.Window})
 	a.deliver = newDeliverer(buf, out, cfg.Elasticsearch, log.With("component", "deliver"), a.metrics)
 	a.watchdog = &pipelineWatchdog{timeout: cfg.Elasticsearch.PipelineStallTimeout, lastProgress: a.deliver.lastProgress,
 		waiting: a.deliveryWaiting, log: log.With("component", "watchdog")}
@@ -100,7 +100,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	go func() { inputDone <- a.in.Run(inputCtx) }()
 
 	var runErr error
-	workers := &workerGroup{d: a.deliver, n: a.cfg.Elasticsearch.Workers}
+	workers := &workerGroup{d: a.deliver, n: a.cfg.Elasticsearch.MaxInFlight}
 	if err := a.checkElasticsearch(ctx); err != nil {
 		runErr = err
 	} else {
@@ -232,6 +232,9 @@ type OutputStatus struct {
 	// BulkLimit is the largest bulk request body sent, in bytes:
 	// max_bulk_bytes, or less once Elasticsearch answered 413.
 	BulkLimit int64 `json:"bulk_limit_bytes"`
+	// Window is the window of bulk requests in flight: its limit now,
+	// what cut and grew it.
+	Window elasticsearch.WindowStats `json:"window"`
 	// Nodes is each Elasticsearch node's state in the connection pool.
 	Nodes []elasticsearch.NodeStatus `json:"nodes"`
 }
@@ -257,6 +260,7 @@ func (a *Agent) Status() Status {
 			Retries:      int64(counterValue(a.metrics.retries)),
 			Held:         a.deliver.held(),
 			BulkLimit:    a.out.BulkLimit(),
+			Window:       a.out.Window(),
 			Nodes:        nodes,
 		},
 	}

@@ -160,7 +160,7 @@ func NewLogger(c LogConfig, w *os.File) *slog.Logger {
 // page of a dead-letter replay (4 MiB of values, with its bulk bodies).
 // docs/benchmarks.md measures it under a 2 GiB backlog.
 func (c Config) MemoryOverhead() int64 {
-	return 32<<20 + 2*int64(c.Kafka.FetchMaxBytes) + c.Buffer.StoreMemory() + int64(c.Elasticsearch.Workers)*2*int64(c.Buffer.ChunkSize) + 2*replayPageBytes
+	return 32<<20 + 2*int64(c.Kafka.FetchMaxBytes) + c.Buffer.StoreMemory() + int64(c.Elasticsearch.MaxInFlight)*2*int64(c.Buffer.ChunkSize) + 2*replayPageBytes
 }
 
 // SoftMemoryLimit is the Go runtime's soft memory limit for this

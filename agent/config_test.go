@@ -101,7 +101,7 @@ buffer {
   memory_limit = "128MiB"
 }
 elasticsearch {
-  workers = 4
+  max_in_flight = 4
 }
 `
 	cfg, err := ParseConfig("cfg.hcl", []byte(src))
@@ -109,7 +109,7 @@ elasticsearch {
 		t.Fatal(err)
 	}
 	if cfg.ShutdownTimeout != 45*time.Second || cfg.Buffer.Dir != "/fast/buffer" || cfg.Buffer.MemoryLimit != 128<<20 ||
-		cfg.Elasticsearch.Workers != 4 || len(cfg.Kafka.Topics) != 2 || cfg.Kafka.GroupID != "shipper" ||
+		cfg.Elasticsearch.MaxInFlight != 4 || len(cfg.Kafka.Topics) != 2 || cfg.Kafka.GroupID != "shipper" ||
 		cfg.Buffer.ChunkSize != 4<<20 {
 		t.Fatalf("cfg = %+v", cfg)
 	}
@@ -126,13 +126,13 @@ elasticsearch {
 
 func TestMemoryOverhead(t *testing.T) {
 	cfg := DefaultConfig()
-	// 48 MiB + two 4 MiB memtables (64 MiB / 16) + 2 workers × 2 × 4 MiB
-	// chunks + 2 × 4 MiB for a dead-letter replay page
-	if got := cfg.MemoryOverhead(); got != 80<<20 {
-		t.Fatalf("overhead at 64MiB = %d MiB, want 80", got>>20)
+	// 48 MiB + two 4 MiB memtables (64 MiB / 16) + 4 workers (max_in_flight)
+	// × 2 × 4 MiB chunks + 2 × 4 MiB for a dead-letter replay page
+	if got := cfg.MemoryOverhead(); got != 96<<20 {
+		t.Fatalf("overhead at 64MiB = %d MiB, want 96", got>>20)
 	}
 	cfg.Buffer.MemoryLimit = 256 << 20 // memtables grow to 16 MiB each
-	if got := cfg.MemoryOverhead(); got != 104<<20 || cfg.SoftMemoryLimit() != (256+104)<<20 {
+	if got := cfg.MemoryOverhead(); got != 120<<20 || cfg.SoftMemoryLimit() != (256+120)<<20 {
 		t.Fatalf("overhead at 256MiB = %d MiB, soft limit %d MiB", got>>20, cfg.SoftMemoryLimit()>>20)
 	}
 }

@@ -46,6 +46,8 @@ type metricSources struct {
 	// nodes is nil where there is no output (tests of the delivery loop
 	// with a fake sender).
 	nodes func() ([]es.NodeStatus, es.PoolStats)
+	// window is nil where nodes is.
+	window func() es.WindowStats
 	// input is nil where there is no Kafka input (tests of the delivery
 	// loop).
 	input func() kafka.Stats
@@ -140,7 +142,7 @@ func newMetrics(src metricSources) *metrics {
 		}),
 	)
 	if src.nodes != nil {
-		reg.MustRegister(poolCollector{src.nodes})
+		reg.MustRegister(poolCollector{src.nodes}, windowCollector{src.window})
 	}
 	if src.input != nil {
 		reg.MustRegister(inputCollector{src.input})
@@ -201,6 +203,46 @@ func (c poolCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	ch <- prometheus.MustNewConstMetric(descReroutes, prometheus.CounterValue, float64(st.Reroutes))
+}
+
+// windowCollector exports the window of bulk requests in flight.
+type windowCollector struct {
+	window func() es.WindowStats
+}
+
+var (
+	descInFlight = prometheus.NewDesc("shipper_output_in_flight_requests",
+		"Bulk requests in flight now.", nil, nil)
+	descInFlightLimit = prometheus.NewDesc("shipper_output_in_flight_limit",
+		"Bulk requests allowed in flight now: adapts within [1, max_in_flight] (elasticsearch.adaptive_concurrency).", nil, nil)
+	descInFlightMax = prometheus.NewDesc("shipper_output_in_flight_max",
+		"elasticsearch.max_in_flight.", nil, nil)
+	descLimitCuts = prometheus.NewDesc("shipper_output_in_flight_limit_cuts_total",
+		"Decreases of the in-flight limit, by cause: 429 (the request or a document), 5xx (whole-request 5xx or 408), network (no answer), latency (answers 3× slower than the base).", []string{"cause"}, nil)
+	descLimitGrowths = prometheus.NewDesc("shipper_output_in_flight_limit_growths_total",
+		"Increases of the in-flight limit by one request.", nil, nil)
+	descBaseLatency = prometheus.NewDesc("shipper_output_base_latency_seconds_per_mebibyte",
+		"The cluster's base bulk latency per MiB of request body as the in-flight window sees it; absent until enough answers came.", nil, nil)
+)
+
+func (c windowCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descInFlight, descInFlightLimit, descInFlightMax, descLimitCuts, descLimitGrowths, descBaseLatency} {
+		ch <- d
+	}
+}
+
+func (c windowCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.window()
+	ch <- prometheus.MustNewConstMetric(descInFlight, prometheus.GaugeValue, float64(st.InFlight))
+	ch <- prometheus.MustNewConstMetric(descInFlightLimit, prometheus.GaugeValue, float64(int(st.Limit)))
+	ch <- prometheus.MustNewConstMetric(descInFlightMax, prometheus.GaugeValue, float64(st.Max))
+	for _, cause := range []string{"429", "5xx", "network", "latency"} {
+		ch <- prometheus.MustNewConstMetric(descLimitCuts, prometheus.CounterValue, float64(st.Cuts[cause]), cause)
+	}
+	ch <- prometheus.MustNewConstMetric(descLimitGrowths, prometheus.CounterValue, float64(st.Growths))
+	if st.BaseLatency > 0 {
+		ch <- prometheus.MustNewConstMetric(descBaseLatency, prometheus.GaugeValue, st.BaseLatency)
+	}
 }
 
 // inputCollector exports the Kafka input's counters and each assigned

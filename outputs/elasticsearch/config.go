@@ -51,9 +51,23 @@ type Config struct {
 	// APIKey is a base64-encoded Elasticsearch API key; it takes
 	// precedence over Username/Password. Default none.
 	APIKey shipper.Secret `hcl:"api_key,optional"`
-	// Workers is the number of chunks delivered concurrently, and so the
-	// number of bulk requests in flight. Default 2.
-	Workers int `hcl:"workers,optional"`
+	// MaxInFlight is the most bulk requests in flight at once, retries
+	// included, and the number of chunks delivered concurrently (each
+	// delivery worker holds one chunk and sends one request at a time).
+	// 1 to 64. Default 4.
+	MaxInFlight int `hcl:"max_in_flight,optional"`
+	// AdaptiveConcurrency lets the number of bulk requests in flight adapt
+	// within [1, max_in_flight]: halved on a 429, a whole-request 5xx or a
+	// request that got no answer, cut by a quarter when answers slow to
+	// three times the cluster's base latency, grown by one while answers
+	// are good and the window is full (window.go). Off: always
+	// max_in_flight. Default true.
+	AdaptiveConcurrency bool `hcl:"adaptive_concurrency,optional"`
+	// Compression of bulk request bodies: "none" or "gzip" (fastest
+	// level; Content-Encoding: gzip). Default "none": measured on one host
+	// gzip costs more CPU than the bytes it saves (docs/benchmarks.md);
+	// across a network billed or limited by the byte, turn it on.
+	Compression string `hcl:"compression,optional"`
 	// MaxBulkBytes splits a chunk into several bulk requests when its
 	// request body would exceed this size (a single larger document is sent
 	// alone). At most 100MiB, Elasticsearch's default
@@ -164,7 +178,9 @@ func DefaultConfig() Config {
 	return Config{
 		URLs:                 []string{"http://127.0.0.1:9200"},
 		Index:                "shipper-logs",
-		Workers:              2,
+		MaxInFlight:          4,
+		AdaptiveConcurrency:  true,
+		Compression:          "none",
 		MaxBulkBytes:         8 << 20,
 		Tombstones:           "skip",
 		StartupTimeout:       2 * time.Minute,
@@ -237,8 +253,11 @@ func (c Config) Validate() error {
 	if c.DataStream && c.DocumentID != "offset" {
 		bad("data_stream", `needs document_id = "offset": a data stream only takes create, never a document replaced by key`)
 	}
-	if c.Workers < 1 || c.Workers > 64 {
-		bad("workers", "must be between 1 and 64, got %d", c.Workers)
+	if c.MaxInFlight < 1 || c.MaxInFlight > 64 {
+		bad("max_in_flight", "must be between 1 and 64, got %d", c.MaxInFlight)
+	}
+	if c.Compression != "none" && c.Compression != "gzip" {
+		bad("compression", `must be "none" or "gzip", got %q`, c.Compression)
 	}
 	if c.MaxBulkBytes < 64<<10 {
 		bad("max_bulk_bytes", "must be at least 64KiB, got %s", c.MaxBulkBytes)

@@ -2,6 +2,7 @@ package elasticsearch
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"fmt"
 	"io"
@@ -40,6 +41,8 @@ type Output struct {
 	meta metadata
 	// route names each document's index.
 	route indexPattern
+	// window bounds and adapts the bulk requests in flight.
+	window *window
 }
 
 // New creates the output. It does not contact Elasticsearch. Close stops
@@ -55,7 +58,8 @@ func New(cfg Config, log *slog.Logger) (*Output, error) {
 	if err != nil {
 		return nil, fmt.Errorf("elasticsearch config: index: %w", err)
 	}
-	o := &Output{cfg: cfg, log: log, meta: metadata{field: cfg.MetadataField, headers: cfg.MetadataHeaders}, route: route}
+	o := &Output{cfg: cfg, log: log, meta: metadata{field: cfg.MetadataField, headers: cfg.MetadataHeaders}, route: route,
+		window: newWindow(cfg.MaxInFlight, cfg.AdaptiveConcurrency)}
 	w := &watchdog{stall: cfg.StallTimeout, lifetime: cfg.ConnMaxLifetime,
 		attempts: map[*attempt]struct{}{}, conns: map[*trackedConn]struct{}{}}
 	p, err := newPool(cfg, log, newNodeTransports(cfg, w))
@@ -88,6 +92,11 @@ func New(cfg Config, log *slog.Logger) (*Output, error) {
 		// Discovery would replace the configured URLs with the nodes'
 		// publish addresses: wrong behind a load balancer or proxy.
 		DiscoverNodesOnStart: false,
+		// Each body is compressed into a buffer of its own: a pooled one
+		// goes back to its pool when the call returns, while a hedge or a
+		// 413 answered early may leave the transport still writing it.
+		CompressRequestBody:      cfg.Compression == "gzip",
+		CompressRequestBodyLevel: gzip.BestSpeed,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("elasticsearch client: %w", err)
@@ -114,6 +123,9 @@ func (o *Output) Close() error {
 
 // Nodes returns the state of every node and what the pool did since start.
 func (o *Output) Nodes() ([]NodeStatus, PoolStats) { return o.pool.snapshot() }
+
+// Window returns the state of the window of bulk requests in flight.
+func (o *Output) Window() WindowStats { return o.window.snapshot() }
 
 // BulkLimit is the current largest bulk request body, in bytes: the smaller
 // of max_bulk_bytes and the limit learned from 413 answers.
@@ -312,6 +324,17 @@ func (o *Output) bulk(ctx context.Context, body []byte, n int) answer {
 	if err := o.pool.waitAlive(ctx); err != nil {
 		return failAll(n, &RequestError{Type: "network", Err: fmt.Errorf("waiting for a live node: %w", err)})
 	}
+	s, err := o.window.acquire(ctx)
+	if err != nil {
+		return failAll(n, &RequestError{Type: "network", Err: fmt.Errorf("waiting for a slot in the in-flight window: %w", err)})
+	}
+	a := o.send(ctx, body, n)
+	o.window.release(s, congestionOf(a), len(body))
+	return a
+}
+
+// send sends one bulk request and reads its answer.
+func (o *Output) send(ctx context.Context, body []byte, n int) answer {
 	// request_timeout bounds each attempt's wait for an answer (the
 	// transport's response layer, which counts against the node); this
 	// bound covers an attempt with its hedges or its one re-route.

@@ -264,7 +264,8 @@ func TestValidate(t *testing.T) {
 		{"bad scheme", func(c *elasticsearch.Config) { c.URLs = []string{"ftp://x"} }, "urls"},
 		{"credentials in url", func(c *elasticsearch.Config) { c.URLs = []string{"http://u:secret@x:9200"} }, "urls"},
 		{"uppercase index", func(c *elasticsearch.Config) { c.Index = "Logs" }, "index"},
-		{"workers", func(c *elasticsearch.Config) { c.Workers = 0 }, "workers"},
+		{"max_in_flight", func(c *elasticsearch.Config) { c.MaxInFlight = 0 }, "max_in_flight"},
+		{"compression", func(c *elasticsearch.Config) { c.Compression = "zstd" }, "compression"},
 		{"bulk bytes", func(c *elasticsearch.Config) { c.MaxBulkBytes = 10 }, "max_bulk_bytes"},
 		{"bulk bytes over 100MiB", func(c *elasticsearch.Config) { c.MaxBulkBytes = 100<<20 + 1 }, "max_bulk_bytes"},
 		{"tombstones", func(c *elasticsearch.Config) { c.Tombstones = "drop" }, "tombstones"},
@@ -300,5 +301,56 @@ func TestValidate(t *testing.T) {
 	c.URLs = []string{"http://a:9200, http://b:9200/", "https://c"}
 	if got := fmt.Sprint(c.Addresses()); got != "[http://a:9200 http://b:9200 https://c]" {
 		t.Fatalf("Addresses = %s", got)
+	}
+}
+
+func TestGzipBodies(t *testing.T) {
+	srv := estest.New(t)
+	out := newOutput(t, srv, func(c *elasticsearch.Config) { c.Compression = "gzip" })
+	recs := records(`{"a":1}`, `plain text`, `{"b":"c"}`)
+	results, err := out.Send(context.Background(), recs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range results {
+		if r.Outcome != elasticsearch.Delivered {
+			t.Fatalf("record %d: %+v", i, r)
+		}
+	}
+	if got := len(srv.Docs("test")); got != 3 {
+		t.Fatalf("%d documents indexed, want 3", got)
+	}
+	if srv.Gzipped() != srv.Requests() || srv.Requests() == 0 {
+		t.Fatalf("%d of %d requests gzipped", srv.Gzipped(), srv.Requests())
+	}
+}
+
+// Whole-request 429s shrink the window of requests in flight to 1; good
+// answers grow it again.
+func TestWindowFollowsAnswers(t *testing.T) {
+	srv := estest.New(t)
+	srv.OnRequest(func(n int) (int, string) {
+		if n <= 3 {
+			return http.StatusTooManyRequests, ""
+		}
+		return 0, ""
+	})
+	out := newOutput(t, srv, func(c *elasticsearch.Config) { c.MaxInFlight = 4 })
+	if st := out.Window(); !st.Adaptive || st.Limit != 2 || st.Max != 4 {
+		t.Fatalf("window at start: %+v", st)
+	}
+	for i := range 3 {
+		if _, err := out.Send(context.Background(), records(`{"a":1}`)); err == nil {
+			t.Fatalf("send %d: no error on a 429", i)
+		}
+	}
+	if st := out.Window(); st.Limit != 1 || st.Cuts["429"] != 3 || st.InFlight != 0 {
+		t.Fatalf("after three 429s: %+v", st)
+	}
+	if _, err := out.Send(context.Background(), records(`{"a":1}`)); err != nil {
+		t.Fatal(err)
+	}
+	if st := out.Window(); st.Limit != 2 || st.Growths != 1 {
+		t.Fatalf("after a good answer on a full window: %+v", st)
 	}
 }

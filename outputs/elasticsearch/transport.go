@@ -289,8 +289,8 @@ func newNodeTransports(cfg Config, w *watchdog) func(*node) (*http.Transport, *h
 			},
 			TLSHandshakeTimeout:   cfg.TLSHandshakeTimeout,
 			IdleConnTimeout:       cfg.IdleConnTimeout,
-			MaxIdleConnsPerHost:   cfg.Workers,
-			MaxConnsPerHost:       cfg.Workers + 1,
+			MaxIdleConnsPerHost:   cfg.MaxInFlight,
+			MaxConnsPerHost:       cfg.MaxInFlight + 1,
 			ResponseHeaderTimeout: cfg.RequestTimeout,
 			// One TCP connection carries one request at a time, so a
 			// stalled connection stalls one bulk request, not all of them.

@@ -715,7 +715,7 @@ func report(w io.Writer, info machine.Info, o options, topic string, prod produc
 		topic, o.partitions, prod.records, float64(prod.bytes)/1e6, prod.took.Round(time.Second), float64(prod.bytes)/1e6/prod.took.Seconds())
 	fmt.Fprintf(w, "#        the broker's data dir held %.0f MB after producing; the topic is deleted at the end\n", float64(prod.kafkaDisk)/1e6)
 	fmt.Fprintf(w, "# agent: sampled every %s until buffer.disk_bytes >= %s; everything else at its default\n", o.interval, o.backlog)
-	fmt.Fprintln(w, "#        (chunk_size 4MiB, disk_limit 10GiB, 2 workers, sync_writes true); GOMEMLIMIT unset, so the")
+	fmt.Fprintln(w, "#        (chunk_size 4MiB, disk_limit 10GiB, 4 workers (max_in_flight), sync_writes true); GOMEMLIMIT unset, so the")
 	fmt.Fprintln(w, "#        agent sets the Go soft memory limit to SoftMemoryLimit() = the ceiling below.")
 	fmt.Fprintf(w, "# took %s\n", took.Round(time.Second))
 	fmt.Fprintln(w)
@@ -786,7 +786,7 @@ func report(w io.Writer, info machine.Info, o options, topic string, prod produc
 	for _, r := range runs {
 		fmt.Fprintf(w, "## memory_limit %s\n", r.limit)
 		fmt.Fprintf(w, "ceiling: %s = memory_limit %s + MemoryOverhead() %s (48 MiB + badger memtables %s + %d workers × 2 × chunk_size %s)\n",
-			mib(r.ceiling), r.limit, mib(r.overhead), mib(r.cfg.Buffer.StoreMemory()), r.cfg.Elasticsearch.Workers, r.cfg.Buffer.ChunkSize)
+			mib(r.ceiling), r.limit, mib(r.overhead), mib(r.cfg.Buffer.StoreMemory()), r.cfg.Elasticsearch.MaxInFlight, r.cfg.Buffer.ChunkSize)
 		for _, p := range peakFigures {
 			v, at := r.peak(p.f)
 			s := r.sampleAt(at)

@@ -13,6 +13,7 @@ package estest
 
 import (
 	"bytes"
+	"compress/gzip"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -32,6 +33,7 @@ type Server struct {
 	docs             map[string]map[string]json.RawMessage // index -> id -> source
 	versions         map[string]int64                      // index/id -> external version
 	requests         int                                   // bulk requests received
+	gzipped          int                                   // of which with gzip bodies
 	maxContentLength int
 	bulkHook         func(b Bulk) (status int, body string)
 	requestHook      func(n int) (status int, retryAfter string)
@@ -135,6 +137,13 @@ func (s *Server) Requests() int {
 	return s.requests
 }
 
+// Gzipped returns how many bulk requests came with gzip bodies.
+func (s *Server) Gzipped() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.gzipped
+}
+
 func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("X-Elastic-Product", "Elasticsearch")
 	w.Header().Set("Content-Type", "application/json")
@@ -169,11 +178,23 @@ func (s *Server) bulk(w http.ResponseWriter, r *http.Request) {
 		tooLarge(w)
 		return
 	}
-	body, err := io.ReadAll(r.Body)
+	var rd io.Reader = r.Body
+	if r.Header.Get("Content-Encoding") == "gzip" {
+		// Like Elasticsearch, decompress before the length limit applies.
+		zr, err := gzip.NewReader(r.Body)
+		if err != nil {
+			w.WriteHeader(http.StatusBadRequest)
+			fmt.Fprintf(w, `{"error":{"type":"parse_exception","reason":%q},"status":400}`, err.Error())
+			return
+		}
+		s.gzipped++
+		rd = zr
+	}
+	body, err := io.ReadAll(rd)
 	if err != nil {
 		return
 	}
-	if limit > 0 && int64(len(body)) > limit { // a chunked body
+	if limit > 0 && int64(len(body)) > limit { // a chunked or compressed body
 		tooLarge(w)
 		return
 	}
