@@ -223,6 +223,32 @@ func decodeItem(raw json.RawMessage) item {
 // holdItemTypes are 400 errors about the cluster, not the document.
 var holdItemTypes = map[string]bool{"invalid_index_name_exception": true, "index_closed_exception": true}
 
+// holdItemReasons mark 400 errors about the cluster whose type is too
+// general to tell (illegal_argument_exception, validation_exception): every
+// document would fail alike until an operator acts, so dead-lettering them
+// would empty the topic into the dead-letter store. A reason matches an
+// entry when it contains each of its parts.
+var holdItemReasons = [][]string{
+	// pipeline, or an index's default_pipeline or final_pipeline, missing
+	{"pipeline with id [", "] does not exist"},
+	// a new (dated) index would pass cluster.max_shards_per_node
+	{"maximum normal shards open"},
+	{"maximum shards open"}, // wording before 7.x
+}
+
+func heldForReason(reason string) bool {
+	for _, parts := range holdItemReasons {
+		matched := true
+		for _, p := range parts {
+			matched = matched && strings.Contains(reason, p)
+		}
+		if matched {
+			return true
+		}
+	}
+	return false
+}
+
 // classifyItem maps one bulk response item to its outcome.
 func classifyItem(it item) ItemResult {
 	if !it.ok {
@@ -254,9 +280,10 @@ func classifyItem(it item) ItemResult {
 	case s >= 500 && s < 600:
 		r.Outcome, r.Counted = Retry, true
 	case s == http.StatusUnauthorized, s == http.StatusForbidden, s == http.StatusNotFound,
-		s == http.StatusBadRequest && holdItemTypes[it.errType]:
+		s == http.StatusBadRequest && (holdItemTypes[it.errType] || heldForReason(it.reason)):
 		// security_exception, a write block, a missing or closed index
-		// with auto-create off: the cluster is wrong, not the document.
+		// with auto-create off, a missing pipeline, the shard limit: the
+		// cluster is wrong, not the document.
 		r.Outcome = Hold
 	case s >= 400 && s < 500:
 		r.Outcome = DeadLetter

@@ -64,6 +64,14 @@ func TestClassification(t *testing.T) {
 		{"404 no index", esItem(404, "index_not_found_exception"), want{outcome: Hold, typ: "index_not_found_exception"}},
 		{"400 invalid index name", esItem(400, "invalid_index_name_exception"), want{outcome: Hold, typ: "invalid_index_name_exception"}},
 		{"400 index closed", esItem(400, "index_closed_exception"), want{outcome: Hold, typ: "index_closed_exception"}},
+		// As Elasticsearch 8.19 answers a bulk request whose pipeline
+		// parameter names no pipeline (recorded from the stack's node).
+		{"400 missing pipeline", `{"create":{"_index":"ptest","_id":"x2","status":400,"error":{"type":"illegal_argument_exception","reason":"pipeline with id [nope] does not exist"}}}`,
+			want{outcome: Hold, typ: "illegal_argument_exception"}},
+		// Recorded from the stack's node with cluster.max_shards_per_node 1.
+		{"400 shard limit", `{"create":{"_index":"shardtest-x","_id":"x1","status":400,"error":{"type":"validation_exception","reason":"Validation Failed: 1: this action would add [2] shards, but this cluster currently has [6]/[1] maximum normal shards open; for more information, see https://www.elastic.co/guide/en/elasticsearch/reference/8.19/size-your-shards.html#troubleshooting-max-shards-open;"}}}`,
+			want{outcome: Hold, typ: "validation_exception"}},
+		{"400 other illegal argument", esItem(400, "illegal_argument_exception"), want{outcome: DeadLetter, typ: "illegal_argument_exception"}},
 		{"400 mapping", esItem(400, "mapper_parsing_exception"), want{outcome: DeadLetter, typ: "mapper_parsing_exception"}},
 		{"400 without error", esItem(400, ""), want{outcome: DeadLetter}},
 		{"413", esItem(413, ""), want{outcome: DeadLetter}},

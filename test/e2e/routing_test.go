@@ -117,3 +117,108 @@ func TestStartupWaitsForElasticsearch(t *testing.T) {
 		t.Errorf("level is mapped as %q, want keyword from the installed template", got)
 	}
 }
+
+// TestDataStreamWithKill: the agent installs an index template that makes
+// its index a data stream, writes into it with create, and is killed with
+// SIGKILL half-way. The stack's node has no data-streams module (no
+// _data_stream API), but its bulk action creates a data stream from the
+// template and refuses a second create of an id in the backing index, so
+// the replay after the kill adds nothing: every record is indexed exactly
+// once.
+func TestDataStreamWithKill(t *testing.T) {
+	const partitions, n = 2, 12000
+	topic := newTopic(t, partitions)
+	msgs := make([]kafka.Message, n)
+	for i := range msgs {
+		msgs[i] = kafka.Message{Value: fmt.Appendf(nil, `{"seq":%d}`, i)}
+	}
+	w := loggen.Writer(stack.KafkaBrokers, topic)
+	defer w.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := loggen.Write(ctx, w, msgs); err != nil {
+		t.Fatal(err)
+	}
+	stream := "logs-" + topic
+	template := filepath.Join(t.TempDir(), "template.json")
+	if err := os.WriteFile(template, fmt.Appendf(nil,
+		`{"index_patterns":[%q],"data_stream":{},"priority":500,"template":{"settings":{"number_of_replicas":0}}}`, stream), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		esDo(t, "DELETE", "/_index_template/"+topic, nil, nil)
+	})
+	o := agentOpts{Topic: topic, Group: topic, Index: "logs-{topic}", DataDir: t.TempDir(), ChunkSize: "64KiB", FlushInterval: "50ms",
+		ESExtra: fmt.Sprintf("data_stream = true\n  template_file = %q\n  template_name = %q", template, topic)}
+	a := startAgent(t, o)
+	waitFor(t, time.Minute, "some documents indexed", func() (bool, string) {
+		got := esCount(t, stream)
+		return got >= 1000, fmt.Sprintf("%d documents", got)
+	})
+	a.kill()
+	killedAt := esCount(t, stream)
+	a = startAgent(t, o)
+	defer a.stop(20 * time.Second)
+	waitCommittedAtEnd(t, topic, topic, partitions)
+	// The backing indices are .ds-<stream>-<date>-<generation>: the
+	// documents went to a data stream, not an index of that name.
+	var resolved struct {
+		DataStreams []struct {
+			Name           string   `json:"name"`
+			BackingIndices []string `json:"backing_indices"`
+		} `json:"data_streams"`
+	}
+	if code := esDo(t, "GET", "/_resolve/index/"+stream, nil, &resolved); code != 200 || len(resolved.DataStreams) != 1 ||
+		!strings.HasPrefix(resolved.DataStreams[0].BackingIndices[0], ".ds-"+stream) {
+		t.Fatalf("%s is not a data stream: HTTP %d, %+v", stream, code, resolved)
+	}
+	total, distinct := seqCount(t, stream, `{"match_all":{}}`)
+	if total != n || distinct != n {
+		t.Errorf("data stream %s: %d documents, %d distinct sequence numbers; want %d of each (killed at %d indexed)",
+			stream, total, distinct, n, killedAt)
+	}
+	t.Logf("killed at %d of %d documents indexed; after the restart %v found already indexed; backing indices %v", killedAt, n,
+		agentMetrics(a).get(t, "shipper_output_documents_total", "outcome", "duplicate"), resolved.DataStreams[0].BackingIndices)
+}
+
+// TestMissingPipelineHolds: the agent names an ingest pipeline the real
+// node does not have. The node answers every document with a 400 that is
+// the cluster's fault, not the documents', so delivery holds (health 503,
+// the reason named) and nothing is dead-lettered; once the pipeline is
+// created, every record goes through it and is indexed exactly once.
+func TestMissingPipelineHolds(t *testing.T) {
+	const partitions, n = 2, 3000
+	topic := newTopic(t, partitions)
+	produce(t, topic, 0, n)
+	pipeline := "p-" + topic
+	o := agentOpts{Topic: topic, Group: topic, Index: topic, DataDir: t.TempDir(),
+		ESExtra: fmt.Sprintf("pipeline = %q", pipeline)}
+	a := startAgent(t, o)
+	defer a.stop(20 * time.Second)
+	waitFor(t, time.Minute, "delivery held on the missing pipeline", func() (bool, string) {
+		a.requireRunning("while the pipeline was missing")
+		code, held, reason, body := heldHealth(a)
+		return code == 503 && held && strings.Contains(reason, "pipeline with id ["+pipeline+"] does not exist"), body
+	})
+	if st := a.stats(); st.Buffer.DeadLetters != 0 || st.Output.DeadLettered != 0 {
+		t.Fatalf("documents dead-lettered for a missing pipeline: %d in the store, %d counted", st.Buffer.DeadLetters, st.Output.DeadLettered)
+	}
+	// An empty pipeline: the node's only processor, set_security_user,
+	// needs security on.
+	if code := esDo(t, "PUT", "/_ingest/pipeline/"+pipeline, strings.NewReader(`{"processors":[]}`), nil); code != 200 {
+		t.Fatalf("create pipeline: HTTP %d", code)
+	}
+	t.Cleanup(func() { esDo(t, "DELETE", "/_ingest/pipeline/"+pipeline, nil, nil) })
+	// A flush cuts the hold's backoff short.
+	var flushed struct {
+		Done bool `json:"done"`
+	}
+	if code := a.getJSON("POST", "/api/flush?wait=60s", &flushed); code != 200 || !flushed.Done {
+		t.Fatalf("flush after the pipeline was created: HTTP %d, done %v", code, flushed.Done)
+	}
+	waitCommittedAtEnd(t, o.Group, topic, partitions)
+	assertExactlyOnce(t, topic, topic, partitions, n)
+	if code, _ := a.health(); code != 200 {
+		t.Errorf("health %d after the pipeline was created", code)
+	}
+}
