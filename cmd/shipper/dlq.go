@@ -3,16 +3,22 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"maps"
+	"math"
 	"net"
 	"net/http"
 	"net/url"
 	"slices"
 	"strings"
+	"syscall"
 	"text/tabwriter"
+	"time"
+
+	"github.com/hashicorp/go-retryablehttp"
 
 	"github.com/shipper-agent/shipper"
 	"github.com/shipper-agent/shipper/agent"
@@ -22,7 +28,8 @@ const dlqUsage = `Usage: shipper dlq <command> [flags]
 
 The dead-letter store holds records Elasticsearch can never accept as they
 are, with every reason seen. These commands talk to the running agent's API,
-found with -addr or from the api block of -config.
+found with -addr or from the api block of -config; while it refuses
+connections (the agent is starting) they try again for up to -wait (10s).
 
 Commands:
   list     [-topic T] [-reason R] [-json]   list entries, oldest first (-json: one JSON object per line)
@@ -50,6 +57,7 @@ func dlqCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	asJSON := fs.Bool("json", false, "list: print one JSON object per entry")
 	dryRun := fs.Bool("dry-run", false, "replay: say what would be re-sent, send nothing")
 	all := fs.Bool("all", false, "purge: delete every entry")
+	wait := fs.Duration("wait", 10*time.Second, "how long to keep trying while the agent's API refuses connections (the agent is starting); 0: try once")
 	if err := fs.Parse(args[1:]); err != nil {
 		return errUsage
 	}
@@ -64,7 +72,7 @@ func dlqCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if *reason != "" {
 		q.Set("reason", *reason)
 	}
-	c := apiClient{base: base}
+	c := apiClient{base: base, wait: *wait}
 	switch sub {
 	case "list":
 		return dlqList(ctx, c, q, *asJSON, stdout)
@@ -180,20 +188,45 @@ func apiBase(addr, configPath string) (string, error) {
 }
 
 // apiClient calls the agent's API.
-type apiClient struct{ base string }
+type apiClient struct {
+	base string
+	// wait bounds the retries of a request the agent's API refused to
+	// connect: it is starting (go-retryablehttp, jittered backoff).
+	wait time.Duration
+}
 
 // do sends a request and decodes its JSON answer into v. An answer other
-// than 2xx is an error carrying the API's message.
+// than 2xx is an error carrying the API's message. A refused connection is
+// tried again for up to c.wait: nothing was sent, so a replay or purge is
+// never sent twice; any other failure is returned at once.
 func (c apiClient) do(ctx context.Context, method, path string, q url.Values, v any) error {
 	u := c.base + path
 	if len(q) > 0 {
 		u += "?" + q.Encode()
 	}
-	req, err := http.NewRequestWithContext(ctx, method, u, nil)
+	req, err := retryablehttp.NewRequestWithContext(ctx, method, u, nil)
 	if err != nil {
 		return err
 	}
-	res, err := http.DefaultClient.Do(req)
+	rc := retryablehttp.NewClient()
+	rc.Logger = nil
+	rc.RetryWaitMin, rc.RetryWaitMax = 100*time.Millisecond, time.Second
+	rc.RetryMax = math.MaxInt32
+	rc.Backoff = retryablehttp.LinearJitterBackoff
+	deadline := time.Now().Add(c.wait)
+	rc.CheckRetry = func(ctx context.Context, _ *http.Response, err error) (bool, error) {
+		if ctx.Err() != nil {
+			return false, ctx.Err()
+		}
+		return errors.Is(err, syscall.ECONNREFUSED) && time.Now().Before(deadline), err
+	}
+	rc.ErrorHandler = func(_ *http.Response, err error, attempts int) (*http.Response, error) {
+		if attempts > 1 {
+			return nil, fmt.Errorf("%w (%d attempts in %s)", err, attempts, c.wait)
+		}
+		return nil, err
+	}
+	res, err := rc.Do(req)
 	if err != nil {
 		return fmt.Errorf("the agent's API at %s: %w", c.base, err)
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -11,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/shipper-agent/shipper/agent"
 	"github.com/shipper-agent/shipper/buffer"
@@ -103,5 +105,57 @@ func TestDLQCommands(t *testing.T) {
 				t.Fatalf("a failed command called the API: %v", reqs)
 			}
 		})
+	}
+}
+
+// The CLI waits for an agent that is starting: a refused connection is
+// tried again for up to -wait, and then fails naming the API's address.
+func TestAPIClientWaitsForStartingAgent(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // nothing listens there now: connections are refused
+
+	var stdout, stderr bytes.Buffer
+	start := time.Now()
+	code := exitCode(Run(context.Background(), []string{"dlq", "list", "-addr", addr, "-wait", "0"}, &stdout, &stderr), &stderr)
+	if code != 1 || !strings.Contains(stderr.String(), "connection refused") || !strings.Contains(stderr.String(), addr) {
+		t.Fatalf("-wait 0 against no agent: exit %d, stderr %q", code, stderr.String())
+	}
+	if took := time.Since(start); took > 2*time.Second {
+		t.Fatalf("-wait 0 took %s: it retried", took)
+	}
+
+	// The agent's API comes up after 500 ms, on the same address.
+	srv, seen := fakeAPI(t)
+	srv.Listener.Close()
+	srv.Config.Addr = addr
+	served := make(chan net.Listener, 1)
+	go func() {
+		time.Sleep(500 * time.Millisecond)
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			t.Error(err)
+			close(served)
+			return
+		}
+		served <- l
+		srv.Config.Serve(l)
+	}()
+	t.Cleanup(func() {
+		if l, ok := <-served; ok {
+			l.Close()
+		}
+	})
+	stdout.Reset()
+	stderr.Reset()
+	code = exitCode(Run(context.Background(), []string{"dlq", "purge", "-addr", addr, "-all", "-wait", "10s"}, &stdout, &stderr), &stderr)
+	if code != 0 || !strings.Contains(stdout.String(), "purged 3 entries") {
+		t.Fatalf("against an agent starting: exit %d, stdout %q, stderr %q", code, stdout.String(), stderr.String())
+	}
+	if reqs := seen(); len(reqs) != 1 {
+		t.Fatalf("the agent got %v, want the purge once", reqs)
 	}
 }
