@@ -28,6 +28,11 @@ api {
   # GET /api/metrics, GET /api/dlq, POST /api/dlq/replay, POST /api/dlq/purge.
   # Loopback by default: the API can trigger flushes, replays and purges.
   address = env("SHIPPER_API_ADDRESS", "127.0.0.1:8686")
+  # Bearer token that flush and the dead-letter endpoints require
+  # ("Authorization: Bearer <token>"); required when address is not loopback.
+  # Health, status and metrics stay open. The CLI sends the token of its
+  # -config file, else $SHIPPER_API_TOKEN.
+  token = env("SHIPPER_API_TOKEN", "")
 }
 
 kafka {

@@ -2,12 +2,14 @@ package agent
 
 import (
 	"context"
+	"crypto/subtle"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -28,18 +30,40 @@ import (
 //	GET  /api/dlq          dead letters, a page at a time (?after=ID&limit=N&topic=&reason=&value_bytes=N)
 //	POST /api/dlq/replay   re-send dead letters (?topic=&reason=&dry_run=true)
 //	POST /api/dlq/purge    delete dead letters (?topic=&reason=, or ?all=true)
+//
+// With api.token set, flush and the dead-letter endpoints need it as a
+// bearer token.
 func (a *Agent) handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /api/health", a.handleHealth)
 	mux.HandleFunc("GET /api/status", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, a.Status())
 	})
-	mux.HandleFunc("POST /api/flush", a.handleFlush)
+	mux.HandleFunc("POST /api/flush", a.authorized(a.handleFlush))
 	mux.Handle("GET /api/metrics", promhttp.HandlerFor(a.metrics.reg, promhttp.HandlerOpts{}))
-	mux.HandleFunc("GET /api/dlq", a.handleDLQList)
-	mux.HandleFunc("POST /api/dlq/replay", a.handleDLQReplay)
-	mux.HandleFunc("POST /api/dlq/purge", a.handleDLQPurge)
+	mux.HandleFunc("GET /api/dlq", a.authorized(a.handleDLQList))
+	mux.HandleFunc("POST /api/dlq/replay", a.authorized(a.handleDLQReplay))
+	mux.HandleFunc("POST /api/dlq/purge", a.authorized(a.handleDLQPurge))
 	return mux
+}
+
+// authorized requires api.token, when set, as a bearer token. The
+// comparison takes the same time whatever the bytes given. Dead-letter
+// listings are guarded too: they hold records' contents.
+func (a *Agent) authorized(h http.HandlerFunc) http.HandlerFunc {
+	want := a.cfg.API.Token.Reveal()
+	if want == "" {
+		return h
+	}
+	return func(w http.ResponseWriter, r *http.Request) {
+		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(want)) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="shipper"`)
+			writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "this endpoint needs the api.token as \"Authorization: Bearer <token>\""})
+			return
+		}
+		h(w, r)
+	}
 }
 
 // Health answers GET /api/health.

@@ -257,3 +257,37 @@ func TestAPIHealthWhileHeld(t *testing.T) {
 		t.Fatalf("health after the fix: %d", code)
 	}
 }
+
+// With api.token set, the mutating endpoints and the dead-letter listing
+// need it as a bearer token; health, status and metrics stay open.
+func TestAPIToken(t *testing.T) {
+	a, _ := newTestAgent(t)
+	a.cfg.API.Token = "s3cret-token"
+	h := a.handler()
+	send := func(method, target, auth string) (int, string) {
+		rec := httptest.NewRecorder()
+		req := httptest.NewRequest(method, target, nil)
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		h.ServeHTTP(rec, req)
+		return rec.Code, rec.Body.String()
+	}
+	for _, target := range []string{"POST /api/flush", "GET /api/dlq", "POST /api/dlq/replay?dry_run=true", "POST /api/dlq/purge?all=true"} {
+		method, path, _ := strings.Cut(target, " ")
+		for _, auth := range []string{"", "Bearer wrong", "Bearer s3cret-token-longer", "Basic czNjcmV0LXRva2Vu", "s3cret-token"} {
+			if code, body := send(method, path, auth); code != http.StatusUnauthorized || !strings.Contains(body, "api.token") ||
+				strings.Contains(body, "s3cret") {
+				t.Errorf("%s with %q: %d %s, want 401 naming api.token and not the token", target, auth, code, body)
+			}
+		}
+		if code, body := send(method, path, "Bearer s3cret-token"); code == http.StatusUnauthorized {
+			t.Errorf("%s with the token: %d %s", target, code, body)
+		}
+	}
+	for _, path := range []string{"/api/health", "/api/status", "/api/metrics"} {
+		if code, body := send("GET", path, ""); code != http.StatusOK {
+			t.Errorf("GET %s without a token: %d %s", path, code, body)
+		}
+	}
+}

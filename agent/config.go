@@ -47,8 +47,13 @@ type LogConfig struct {
 // APIConfig configures the HTTP API.
 type APIConfig struct {
 	// Address to listen on, host:port. Default "127.0.0.1:8686": loopback
-	// only, since the API can trigger flushes.
+	// only, since the API can trigger flushes, replays and purges.
 	Address string `hcl:"address"`
+	// Token, when set, is the bearer token the mutating endpoints (flush,
+	// dead-letter replay and purge) require: "Authorization: Bearer
+	// <token>". Required when Address is not a loopback address. Health,
+	// status and metrics stay open (probes and scrapers). Default "".
+	Token shipper.Secret `hcl:"token,optional"`
 }
 
 // DefaultConfig returns the defaults documented on Config and on each
@@ -89,8 +94,11 @@ func (c Config) Validate() error {
 	if c.Log.Format != "json" && c.Log.Format != "text" {
 		errs = append(errs, &shipper.FieldError{Path: "log.format", Err: fmt.Errorf("must be \"json\" or \"text\", got %q", c.Log.Format)})
 	}
-	if _, _, err := net.SplitHostPort(c.API.Address); err != nil {
+	if host, _, err := net.SplitHostPort(c.API.Address); err != nil {
 		errs = append(errs, &shipper.FieldError{Path: "api.address", Err: fmt.Errorf("want host:port: %v", err)})
+	} else if !loopback(host) && c.API.Token == "" {
+		errs = append(errs, &shipper.FieldError{Path: "api.token", Err: fmt.Errorf(
+			"must be set when api.address (%s) is not a loopback address: anyone who reaches it could flush, replay or purge dead letters", c.API.Address)})
 	}
 	errs = append(errs,
 		hcldecode.Nest("kafka", c.Kafka.Validate()),
@@ -98,6 +106,16 @@ func (c Config) Validate() error {
 		hcldecode.Nest("elasticsearch", c.Elasticsearch.Validate()),
 		hcldecode.Nest("dead_letter", c.DeadLetter.Validate(c.Buffer.DiskLimit)))
 	return errors.Join(errs...)
+}
+
+// loopback says whether a listen host only accepts local connections: a
+// loopback IP or "localhost". An empty host or 0.0.0.0 listens everywhere.
+func loopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // ConfigError is a configuration that cannot be used. Its message lists

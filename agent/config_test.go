@@ -136,3 +136,29 @@ func TestMemoryOverhead(t *testing.T) {
 		t.Fatalf("overhead at 256MiB = %d MiB, soft limit %d MiB", got>>20, cfg.SoftMemoryLimit()>>20)
 	}
 }
+
+// The API refuses to listen beyond loopback without a token.
+func TestAPIAddressNeedsTokenOffLoopback(t *testing.T) {
+	cases := []struct {
+		address, token string
+		ok             bool
+	}{
+		{"127.0.0.1:8686", "", true},
+		{"[::1]:8686", "", true},
+		{"localhost:8686", "", true},
+		{"0.0.0.0:8686", "", false},
+		{":8686", "", false},
+		{"10.1.2.3:8686", "", false},
+		{"0.0.0.0:8686", "t0ken", true},
+	}
+	for _, c := range cases {
+		src := fmt.Sprintf("api {\n  address = %q\n  token = %q\n}\nkafka {\n  topics = [\"t\"]\n}\n", c.address, c.token)
+		_, err := ParseConfig("shipper.hcl", []byte(src))
+		if c.ok != (err == nil) {
+			t.Errorf("address %s, token %q: %v", c.address, c.token, err)
+		}
+		if err != nil && (!strings.Contains(err.Error(), "api.token") || !strings.Contains(err.Error(), "shipper.hcl:")) {
+			t.Errorf("address %s: error does not name api.token and the file: %v", c.address, err)
+		}
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"slices"
 	"strings"
 	"syscall"
@@ -30,6 +31,7 @@ The dead-letter store holds records Elasticsearch can never accept as they
 are, with every reason seen. These commands talk to the running agent's API,
 found with -addr or from the api block of -config; while it refuses
 connections (the agent is starting) they try again for up to -wait (10s).
+The api.token of -config, else $SHIPPER_API_TOKEN, goes as a bearer token.
 
 Commands:
   list     [-topic T] [-reason R] [-json]   list entries, oldest first (-json: one JSON object per line)
@@ -61,7 +63,7 @@ func dlqCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err := fs.Parse(args[1:]); err != nil {
 		return errUsage
 	}
-	base, err := apiBase(*addr, *path)
+	c, err := newAPIClient(*addr, *path, *wait)
 	if err != nil {
 		return err
 	}
@@ -72,7 +74,6 @@ func dlqCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if *reason != "" {
 		q.Set("reason", *reason)
 	}
-	c := apiClient{base: base, wait: *wait}
 	switch sub {
 	case "list":
 		return dlqList(ctx, c, q, *asJSON, stdout)
@@ -167,29 +168,36 @@ func dlqList(ctx context.Context, c apiClient, q url.Values, asJSON bool, stdout
 	return nil
 }
 
-// apiBase is the agent API's base URL: from addr, or from the api block of
-// the configuration file. A wildcard listen address is reached on loopback.
-func apiBase(addr, configPath string) (string, error) {
+// newAPIClient finds the agent's API: at addr, or at the api.address of
+// the configuration file. A wildcard listen address is reached on
+// loopback. The token is the file's api.token, else $SHIPPER_API_TOKEN
+// (never a flag: command lines are visible to every user of the host).
+func newAPIClient(addr, configPath string, wait time.Duration) (apiClient, error) {
+	token := shipper.Secret(os.Getenv("SHIPPER_API_TOKEN"))
 	if addr == "" {
 		cfg, err := agent.LoadConfig(configPath)
 		if err != nil {
-			return "", fmt.Errorf("finding the agent's API (give -addr, or -config for its api.address): %w", err)
+			return apiClient{}, fmt.Errorf("finding the agent's API (give -addr, or -config for its api.address): %w", err)
 		}
 		addr = cfg.API.Address
+		if cfg.API.Token != "" {
+			token = cfg.API.Token
+		}
 	}
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
-		return "", fmt.Errorf("-addr %q: want host:port: %w", addr, err)
+		return apiClient{}, fmt.Errorf("-addr %q: want host:port: %w", addr, err)
 	}
 	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
 		host = "127.0.0.1"
 	}
-	return "http://" + net.JoinHostPort(host, port), nil
+	return apiClient{base: "http://" + net.JoinHostPort(host, port), token: token, wait: wait}, nil
 }
 
 // apiClient calls the agent's API.
 type apiClient struct {
-	base string
+	base  string
+	token shipper.Secret // api.token, sent as a bearer token when set
 	// wait bounds the retries of a request the agent's API refused to
 	// connect: it is starting (go-retryablehttp, jittered backoff).
 	wait time.Duration
@@ -207,6 +215,9 @@ func (c apiClient) do(ctx context.Context, method, path string, q url.Values, v 
 	req, err := retryablehttp.NewRequestWithContext(ctx, method, u, nil)
 	if err != nil {
 		return err
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token.Reveal())
 	}
 	rc := retryablehttp.NewClient()
 	rc.Logger = nil

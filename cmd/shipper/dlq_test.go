@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -157,5 +158,32 @@ func TestAPIClientWaitsForStartingAgent(t *testing.T) {
 	}
 	if reqs := seen(); len(reqs) != 1 {
 		t.Fatalf("the agent got %v, want the purge once", reqs)
+	}
+}
+
+// The CLI sends the api.token of its configuration file, or
+// $SHIPPER_API_TOKEN with -addr, as a bearer token.
+func TestAPIClientSendsToken(t *testing.T) {
+	var got []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got = append(got, r.Header.Get("Authorization"))
+		json.NewEncoder(w).Encode(agent.PurgeResult{Purged: 1})
+	}))
+	t.Cleanup(srv.Close)
+	addr := strings.TrimPrefix(srv.URL, "http://")
+	cfgPath := filepath.Join(t.TempDir(), "shipper.hcl")
+	os.WriteFile(cfgPath, []byte("api {\n  address = \""+addr+"\"\n  token = \"from-file\"\n}\nkafka {\n  topics = [\"logs\"]\n}\n"), 0o644)
+	t.Setenv("SHIPPER_API_TOKEN", "from-env")
+	for _, args := range [][]string{
+		{"dlq", "purge", "-all", "-config", cfgPath},
+		{"dlq", "purge", "-all", "-addr", addr},
+	} {
+		var stdout, stderr bytes.Buffer
+		if code := exitCode(Run(context.Background(), args, &stdout, &stderr), &stderr); code != 0 {
+			t.Fatalf("%v: exit %d: %s", args, code, stderr.String())
+		}
+	}
+	if want := []string{"Bearer from-file", "Bearer from-env"}; !slices.Equal(got, want) {
+		t.Fatalf("Authorization headers %q, want %q", got, want)
 	}
 }
