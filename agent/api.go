@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/shipper-agent/shipper"
 	"github.com/shipper-agent/shipper/buffer"
+	"github.com/shipper-agent/shipper/outputs/elasticsearch"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
@@ -23,6 +25,8 @@ import (
 //
 //	GET  /api/health       200 while the agent delivers; 503 while delivery is held or wedged,
 //	                       or the Kafka input cannot join its group
+//	GET  /api/health/live  503 only when the pipeline is wedged (a Kubernetes liveness probe)
+//	GET  /api/health/ready 200 once the input joined its group, a node is alive and /api/health is ok
 //	GET  /api/status       JSON: input, buffer and output state
 //	POST /api/flush        seal the open chunk and deliver everything buffered
 //	                       now; ?wait=DURATION blocks until done or the wait ends
@@ -36,6 +40,8 @@ import (
 func (a *Agent) handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /api/health", a.handleHealth)
+	mux.HandleFunc("GET /api/health/live", a.handleLive)
+	mux.HandleFunc("GET /api/health/ready", a.handleReady)
 	mux.HandleFunc("GET /api/status", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, a.Status())
 	})
@@ -94,6 +100,36 @@ func (a *Agent) handleHealth(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, Health{Status: "ok"})
+}
+
+// handleLive answers GET /api/health/live: 503 only when the process is
+// wedged (the pipeline watchdog fired and restarting the workers did not
+// help), the one state a restart cures. A held delivery, a failing input or
+// a dead cluster are not: a restart would not fix them, and the agent
+// recovers by itself once they clear.
+func (a *Agent) handleLive(w http.ResponseWriter, r *http.Request) {
+	if reason := a.watchdog.reason(); reason != "" {
+		writeJSON(w, http.StatusServiceUnavailable, Health{Status: "wedged", Reason: reason})
+		return
+	}
+	writeJSON(w, http.StatusOK, Health{Status: "ok"})
+}
+
+// handleReady answers GET /api/health/ready: 200 once the agent does its
+// job: what /api/health checks, and the input has joined its consumer
+// group and the output has a live node. 503 "starting" until then, with
+// what is missing.
+func (a *Agent) handleReady(w http.ResponseWriter, r *http.Request) {
+	if a.in.Stats().Generation == 0 {
+		writeJSON(w, http.StatusServiceUnavailable, Health{Status: "starting", Reason: "the Kafka input has not joined its consumer group yet"})
+		return
+	}
+	nodes, _ := a.out.Nodes()
+	if !slices.ContainsFunc(nodes, func(n elasticsearch.NodeStatus) bool { return n.State == "alive" }) {
+		writeJSON(w, http.StatusServiceUnavailable, Health{Status: "no_live_node", Reason: "no Elasticsearch node is alive; dead nodes are probed"})
+		return
+	}
+	a.handleHealth(w, r)
 }
 
 // dlqQuery reads a dead-letter filter (and paging) from the query string.

@@ -291,3 +291,24 @@ func TestAPIToken(t *testing.T) {
 		}
 	}
 }
+
+// Liveness fails only when the pipeline is wedged; readiness waits for the
+// input to join its group.
+func TestAPILiveAndReady(t *testing.T) {
+	a, _ := newTestAgent(t) // its Kafka is unreachable: it never joins
+	h := a.handler()
+	if code, body := call(t, h, "GET", "/api/health/live"); code != 200 || !strings.Contains(body, `"ok"`) {
+		t.Fatalf("live: %d %s", code, body)
+	}
+	if code, body := call(t, h, "GET", "/api/health/ready"); code != 503 || !strings.Contains(body, `"starting"`) ||
+		!strings.Contains(body, "consumer group") {
+		t.Fatalf("ready before joining: %d %s", code, body)
+	}
+	reason := "delivery pipeline wedged: test"
+	a.watchdog.wedged.Store(&reason)
+	for _, path := range []string{"/api/health/live", "/api/health"} {
+		if code, body := call(t, h, "GET", path); code != 503 || !strings.Contains(body, `"wedged"`) {
+			t.Fatalf("%s when wedged: %d %s", path, code, body)
+		}
+	}
+}

@@ -200,6 +200,14 @@ func TestMissingPipelineHolds(t *testing.T) {
 		code, held, reason, body := heldHealth(a)
 		return code == 503 && held && strings.Contains(reason, "pipeline with id ["+pipeline+"] does not exist"), body
 	})
+	// Held is not ready, but alive: a restart would not help.
+	var ready, live map[string]any
+	if code := a.getJSON("GET", "/api/health/ready", &ready); code != 503 || ready["status"] != "held" {
+		t.Errorf("ready while held: %d %v, want 503 held", code, ready)
+	}
+	if code := a.getJSON("GET", "/api/health/live", &live); code != 200 {
+		t.Errorf("live while held: %d %v, want 200", code, live)
+	}
 	if st := a.stats(); st.Buffer.DeadLetters != 0 || st.Output.DeadLettered != 0 {
 		t.Fatalf("documents dead-lettered for a missing pipeline: %d in the store, %d counted", st.Buffer.DeadLetters, st.Output.DeadLettered)
 	}
@@ -220,5 +228,12 @@ func TestMissingPipelineHolds(t *testing.T) {
 	assertExactlyOnce(t, topic, topic, partitions, n)
 	if code, _ := a.health(); code != 200 {
 		t.Errorf("health %d after the pipeline was created", code)
+	}
+	ready, live = nil, nil
+	if code := a.getJSON("GET", "/api/health/ready", &ready); code != 200 {
+		t.Errorf("ready: %d %v once delivering (joined, node alive, nothing held)", code, ready)
+	}
+	if code := a.getJSON("GET", "/api/health/live", &live); code != 200 {
+		t.Errorf("live: %d %v", code, live)
 	}
 }
