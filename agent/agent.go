@@ -34,6 +34,7 @@ type Agent struct {
 
 	replaying sync.Mutex // held while a dead-letter replay runs
 	watchdog  *pipelineWatchdog
+	flushes   flushLog
 }
 
 // New opens the buffer and binds the API listener, so that a broken

@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"context"
 	"crypto/subtle"
 	"encoding/base64"
 	"encoding/json"
@@ -29,7 +28,9 @@ import (
 //	GET  /api/health/ready 200 once the input joined its group, a node is alive and /api/health is ok
 //	GET  /api/status       JSON: input, buffer and output state
 //	POST /api/flush        seal the open chunk and deliver everything buffered
-//	                       now; ?wait=DURATION blocks until done or the wait ends
+//	                       now; ?wait=DURATION blocks until done or the wait ends;
+//	                       200 when done, else 202 with the flush's id
+//	GET  /api/flush/{id}   a flush's progress: done, what it still waits for
 //	GET  /api/metrics      Prometheus metrics
 //	GET  /api/dlq          dead letters, a page at a time (?after=ID&limit=N&topic=&reason=&value_bytes=N)
 //	POST /api/dlq/replay   re-send dead letters (?topic=&reason=&dry_run=true)
@@ -46,6 +47,7 @@ func (a *Agent) handler() http.Handler {
 		writeJSON(w, http.StatusOK, a.Status())
 	})
 	mux.HandleFunc("POST /api/flush", a.authorized(a.handleFlush))
+	mux.HandleFunc("GET /api/flush/{id}", a.handleFlushStatus)
 	mux.Handle("GET /api/metrics", promhttp.HandlerFor(a.metrics.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /api/dlq", a.authorized(a.handleDLQList))
 	mux.HandleFunc("POST /api/dlq/replay", a.authorized(a.handleDLQReplay))
@@ -241,83 +243,6 @@ func (a *Agent) handleDLQPurge(w http.ResponseWriter, r *http.Request) {
 	}
 	a.log.Info("dead letters purged", "purged", n, "topic", q.Topic, "reason", q.Reason)
 	writeJSON(w, http.StatusOK, res)
-}
-
-// FlushResult answers POST /api/flush.
-type FlushResult struct {
-	// Sealed is the number of records of the open chunk that the flush sealed.
-	Sealed int `json:"sealed_records"`
-	// Pending is what was buffered at the flush, to be delivered.
-	PendingChunks  int   `json:"pending_chunks"`
-	PendingRecords int64 `json:"pending_records"`
-	// Done reports that everything buffered at the flush was delivered
-	// within the wait.
-	Done bool `json:"done"`
-	// Remaining is what the buffer still holds when the answer is sent.
-	RemainingChunks  int    `json:"remaining_chunks"`
-	RemainingRecords int64  `json:"remaining_records"`
-	Error            string `json:"error,omitempty"`
-}
-
-func (a *Agent) handleFlush(w http.ResponseWriter, r *http.Request) {
-	var wait time.Duration
-	if s := r.URL.Query().Get("wait"); s != "" {
-		d, err := time.ParseDuration(s)
-		if err != nil || d < 0 {
-			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "wait: want a duration such as 30s"})
-			return
-		}
-		wait = d
-	}
-	res := a.Flush(r.Context(), wait)
-	status := http.StatusOK
-	if !res.Done {
-		status = http.StatusAccepted
-	}
-	writeJSON(w, status, res)
-}
-
-// flushWriteWait bounds how long a flush without a wait waits for the
-// open chunk to reach the disk.
-const flushWriteWait = 5 * time.Second
-
-// Flush seals the open chunk, cuts delivery backoffs short, and waits up to
-// wait for everything buffered now to be delivered. However the disk and
-// Elasticsearch behave, it returns within wait (flushWriteWait without
-// one), or when ctx ends.
-func (a *Agent) Flush(ctx context.Context, wait time.Duration) FlushResult {
-	bound := wait
-	if bound <= 0 {
-		bound = flushWriteWait
-	}
-	ctx, cancel := context.WithTimeout(ctx, bound)
-	defer cancel()
-	before := a.buf.Stats()
-	seq, err := a.buf.Flush(ctx)
-	after := a.buf.Stats()
-	a.deliver.retryNow()
-	res := FlushResult{Sealed: before.OpenRecords - after.OpenRecords, PendingChunks: after.DiskChunks, PendingRecords: after.DiskRecords}
-	switch {
-	case err != nil:
-		res.Error = "the open chunk was not written: " + err.Error()
-		if after.Blocked != "" {
-			res.Error += " (" + after.Blocked + ")"
-		}
-	case wait > 0:
-		if err := a.buf.WaitDelivered(ctx, seq); err == nil {
-			res.Done = true
-		} else {
-			res.Error = "not delivered within wait: " + err.Error()
-			if h := a.deliver.held(); h != nil {
-				res.Error += "; delivery is held: " + h.Reason
-			}
-		}
-	default:
-		res.Done = after.DiskChunks == 0 && after.OpenRecords == 0 && after.SealedRecords == 0
-	}
-	now := a.buf.Stats()
-	res.RemainingChunks, res.RemainingRecords = now.DiskChunks, now.DiskRecords
-	return res
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -92,8 +92,23 @@ func TestAPIFlush(t *testing.T) {
 	code, body := call(t, h, "POST", "/api/flush")
 	var res FlushResult
 	json.Unmarshal([]byte(body), &res)
-	if code != http.StatusAccepted || res.Sealed != 50 || res.PendingRecords != 50 || res.Done || res.RemainingRecords != 50 {
+	if code != http.StatusAccepted || res.Sealed != 50 || res.PendingRecords != 50 || res.Done || res.RemainingRecords != 50 ||
+		res.ID == "" || res.WaitingRecords != 50 {
 		t.Fatalf("flush without deliveries: %d %s", code, body)
+	}
+	first := res.ID
+	// Records appended after the flush are not its business.
+	for i := range 7 {
+		a.buf.Append(context.Background(), &shipper.Record{Topic: "t", Offset: int64(50 + i), Value: []byte(`{}`)})
+	}
+	code, body = call(t, h, "GET", "/api/flush/"+first)
+	if st := decode[FlushResult](t, body); code != 200 || st.ID != first || st.Done || st.WaitingRecords != 50 || st.WaitingChunks != 1 {
+		t.Fatalf("progress of flush %s before any delivery: %d %s", first, code, body)
+	}
+	for _, path := range []string{"/api/flush/999", "/api/flush/x"} {
+		if code, body := call(t, h, "GET", path); code != http.StatusNotFound || !strings.Contains(body, "no such flush") {
+			t.Fatalf("GET %s: %d %s", path, code, body)
+		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
@@ -103,11 +118,23 @@ func TestAPIFlush(t *testing.T) {
 	code, body = call(t, h, "POST", "/api/flush?wait=10s")
 	res = FlushResult{}
 	json.Unmarshal([]byte(body), &res)
-	if code != http.StatusOK || !res.Done || res.RemainingRecords != 0 {
+	if code != http.StatusOK || !res.Done || res.RemainingRecords != 0 || res.ID == first || res.DoneAt == nil ||
+		res.Output.Indexed != 57 {
 		t.Fatalf("flush with wait: %d %s", code, body)
 	}
-	if n := len(srv.Docs(a.cfg.Elasticsearch.Index)); n != 50 {
-		t.Fatalf("%d documents after the flush, want 50", n)
+	if n := len(srv.Docs(a.cfg.Elasticsearch.Index)); n != 57 {
+		t.Fatalf("%d documents after the flush, want 57", n)
+	}
+	code, body = call(t, h, "GET", "/api/flush/"+first)
+	if st := decode[FlushResult](t, body); code != 200 || !st.Done || st.WaitingChunks != 0 || st.DoneAt == nil || st.Sealed != 50 {
+		t.Fatalf("progress of flush %s once delivered: %d %s", first, code, body)
+	}
+	// The agent remembers the last maxFlushes flushes, no more.
+	for range maxFlushes {
+		call(t, h, "POST", "/api/flush")
+	}
+	if code, _ := call(t, h, "GET", "/api/flush/"+first); code != http.StatusNotFound {
+		t.Fatalf("flush %s still remembered after %d more: %d", first, maxFlushes, code)
 	}
 }
 

@@ -845,6 +845,25 @@ func (b *Buffer) WaitDelivered(ctx context.Context, seq uint64) error {
 	}
 }
 
+// PendingUpTo returns the chunks with a sequence number up to seq that are
+// not acknowledged yet, and their records: what a flush that sealed seq
+// still waits for. (0, 0) means everything up to seq was delivered.
+func (b *Buffer) PendingUpTo(seq uint64) (chunks int, records int64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.sealed != nil && b.sealed.meta.Seq <= seq {
+		chunks, records = 1, int64(b.sealed.w.records)
+	}
+	for _, s := range b.order {
+		if s > seq {
+			break
+		}
+		chunks++
+		records += int64(b.chunks[s].meta.Records)
+	}
+	return chunks, records
+}
+
 // Watermarks returns, per partition, the offset below which every record
 // appended to this buffer has been delivered: the first offset of the oldest
 // undelivered chunk holding the partition, or the latest appended offset + 1

@@ -152,6 +152,39 @@ func TestAppendSealDeliverAck(t *testing.T) {
 	}
 }
 
+// PendingUpTo counts what a flush still waits for: the chunks up to its
+// sequence number, not those after.
+func TestPendingUpTo(t *testing.T) {
+	b := open(t, testConfig(t))
+	appendN(t, b, "t", 0, 0, 10, 100)
+	first, _ := b.Flush(context.Background())
+	appendN(t, b, "t", 0, 10, 5, 100)
+	second, _ := b.Flush(context.Background())
+	appendN(t, b, "t", 0, 15, 3, 100) // open, after both
+	if c, r := b.PendingUpTo(first); c != 1 || r != 10 {
+		t.Fatalf("up to the first flush: %d chunks, %d records; want 1, 10", c, r)
+	}
+	if c, r := b.PendingUpTo(second); c != 2 || r != 15 {
+		t.Fatalf("up to the second flush: %d chunks, %d records; want 2, 15", c, r)
+	}
+	c, err := b.Next(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c, r := b.PendingUpTo(first); c != 1 || r != 10 {
+		t.Fatalf("a chunk being delivered is still pending: %d chunks, %d records", c, r)
+	}
+	if err := b.Ack(context.Background(), c, nil); err != nil {
+		t.Fatal(err)
+	}
+	if c, r := b.PendingUpTo(first); c != 0 || r != 0 {
+		t.Fatalf("after its ack: %d chunks, %d records pending", c, r)
+	}
+	if c, r := b.PendingUpTo(second); c != 1 || r != 5 {
+		t.Fatalf("up to the second flush after the first ack: %d chunks, %d records; want 1, 5", c, r)
+	}
+}
+
 func TestSealBySizeAndAge(t *testing.T) {
 	c := testConfig(t)
 	b := open(t, c)

@@ -5,8 +5,11 @@ import (
 	"errors"
 	"flag"
 	"io"
+	"log/slog"
 	"os"
+	"os/signal"
 	"runtime/debug"
+	"sync"
 	"syscall"
 	"time"
 
@@ -49,5 +52,32 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		flushOnSignal(ctx, a, log)
+	}()
 	return a.Run(ctx)
+}
+
+// flushOnSignal flushes on every SIGUSR1, as POST /api/flush does without
+// a wait, and logs the flush's id for GET /api/flush/{id}, until ctx ends.
+func flushOnSignal(ctx context.Context, a *agent.Agent, log *slog.Logger) {
+	usr1 := make(chan os.Signal, 1)
+	signal.Notify(usr1, syscall.SIGUSR1)
+	defer signal.Stop(usr1)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-usr1:
+			res := a.Flush(ctx, 0)
+			log.Info("flush requested by SIGUSR1", "id", res.ID, "done", res.Done, "sealed_records", res.Sealed,
+				"waiting_chunks", res.WaitingChunks, "waiting_records", res.WaitingRecords, "error", res.Error)
+		}
+	}
 }

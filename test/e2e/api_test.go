@@ -1,0 +1,98 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// flushAnswer is the part of POST /api/flush and GET /api/flush/{id} the
+// tests read.
+type flushAnswer struct {
+	ID             string `json:"id"`
+	Sealed         int    `json:"sealed_records"`
+	PendingRecords int64  `json:"pending_records"`
+	Done           bool   `json:"done"`
+	WaitingRecords int64  `json:"waiting_records"`
+	Output         struct {
+		Indexed      int64 `json:"indexed"`
+		Duplicates   int64 `json:"duplicates"`
+		DeadLettered int64 `json:"dead_lettered"`
+	} `json:"output"`
+	Error string `json:"error"`
+}
+
+// TestFlushAgainstStack: records wait in the open chunk (flush_interval is
+// an hour) until an operator flushes. A flush without a wait answers at
+// once with an id whose progress GET /api/flush/{id} reports until done;
+// SIGUSR1 does the same; a flush with a wait answers when done. Each done
+// answer's counts match what Elasticsearch holds.
+func TestFlushAgainstStack(t *testing.T) {
+	const partitions, n, more = 2, 5000, 1000
+	topic := newTopic(t, partitions)
+	produce(t, topic, 0, n)
+	o := agentOpts{Topic: topic, Group: topic, Index: topic, DataDir: t.TempDir(), ChunkSize: "16MiB", FlushInterval: "1h"}
+	a := startAgent(t, o)
+	defer a.stop(20 * time.Second)
+	waitConsumed := func(want int64) {
+		waitFor(t, time.Minute, "every record consumed into the open chunk", func() (bool, string) {
+			st := a.stats()
+			return st.Consumed >= want && st.Buffer.OpenRecords == int(want)-int(st.Output.Indexed), fmt.Sprintf("%+v", st)
+		})
+	}
+	waitConsumed(n)
+	if got := esCount(t, topic); got != 0 {
+		t.Fatalf("%d documents indexed before any flush (flush_interval 1h)", got)
+	}
+
+	var f flushAnswer
+	code := a.getJSON("POST", "/api/flush", &f)
+	if code != http.StatusAccepted && code != http.StatusOK || f.ID == "" || f.Sealed != n || f.PendingRecords != n {
+		t.Fatalf("flush without a wait: %d %+v, want its id, %d records sealed and pending", code, f, n)
+	}
+	waitFor(t, time.Minute, "flush "+f.ID+" done", func() (bool, string) {
+		var st flushAnswer
+		a.getJSON("GET", "/api/flush/"+f.ID, &st)
+		f = st
+		return st.Done, fmt.Sprintf("%+v", st)
+	})
+	if got := esCount(t, topic); f.Output.Indexed != n || got != n || f.WaitingRecords != 0 {
+		t.Fatalf("flush %s done: %+v; Elasticsearch holds %d, want %d", f.ID, f, got, n)
+	}
+
+	// SIGUSR1 flushes too, and logs the flush's id.
+	produce(t, topic, n, more)
+	waitConsumed(n + more)
+	if err := a.cmd.Process.Signal(syscall.SIGUSR1); err != nil {
+		t.Fatal(err)
+	}
+	var sig struct {
+		ID     string `json:"id"`
+		Sealed int    `json:"sealed_records"`
+	}
+	waitFor(t, 10*time.Second, "the SIGUSR1 flush logged", func() (bool, string) {
+		line := a.lastLogLine("flush requested by SIGUSR1")
+		return line != "" && json.Unmarshal([]byte(line), &sig) == nil, line
+	})
+	if sig.ID == "" || sig.Sealed != more {
+		t.Fatalf("SIGUSR1 flush: %+v, want an id and %d records sealed", sig, more)
+	}
+	var w flushAnswer
+	if code := a.getJSON("POST", "/api/flush?wait=60s", &w); code != http.StatusOK || !w.Done || w.Sealed != 0 {
+		t.Fatalf("flush with a wait after SIGUSR1: %d %+v", code, w)
+	}
+	if got := esCount(t, topic); w.Output.Indexed != n+more || got != n+more {
+		t.Fatalf("flush with a wait done: %+v; Elasticsearch holds %d, want %d", w, got, n+more)
+	}
+	var s flushAnswer
+	if code := a.getJSON("GET", "/api/flush/"+sig.ID, &s); code != 200 || !s.Done {
+		t.Fatalf("the SIGUSR1 flush %s: %d %+v", sig.ID, code, s)
+	}
+	waitCommittedAtEnd(t, o.Group, topic, partitions)
+	assertExactlyOnce(t, topic, topic, partitions, n+more)
+}
