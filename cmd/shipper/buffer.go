@@ -24,7 +24,7 @@ func bufferCmd(args []string, stdout, stderr io.Writer) error {
 	dir := fs.String("dir", "/var/lib/shipper/buffer", "buffer directory (the agent must be stopped)")
 	asJSON := fs.Bool("json", false, "print JSON")
 	if err := fs.Parse(args[1:]); err != nil {
-		return errUsage
+		return flagError(err)
 	}
 	inv, err := buffer.Inspect(*dir)
 	if err != nil {

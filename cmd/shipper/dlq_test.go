@@ -110,7 +110,7 @@ func TestDLQCommands(t *testing.T) {
 }
 
 // The CLI waits for an agent that is starting: a refused connection is
-// tried again for up to -wait, and then fails naming the API's address.
+// tried again for up to -connect-wait, and then fails naming the API's address.
 func TestAPIClientWaitsForStartingAgent(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -121,12 +121,12 @@ func TestAPIClientWaitsForStartingAgent(t *testing.T) {
 
 	var stdout, stderr bytes.Buffer
 	start := time.Now()
-	code := exitCode(Run(context.Background(), []string{"dlq", "list", "-addr", addr, "-wait", "0"}, &stdout, &stderr), &stderr)
+	code := exitCode(Run(context.Background(), []string{"dlq", "list", "-addr", addr, "-connect-wait", "0"}, &stdout, &stderr), &stderr)
 	if code != 1 || !strings.Contains(stderr.String(), "connection refused") || !strings.Contains(stderr.String(), addr) {
-		t.Fatalf("-wait 0 against no agent: exit %d, stderr %q", code, stderr.String())
+		t.Fatalf("-connect-wait 0 against no agent: exit %d, stderr %q", code, stderr.String())
 	}
 	if took := time.Since(start); took > 2*time.Second {
-		t.Fatalf("-wait 0 took %s: it retried", took)
+		t.Fatalf("-connect-wait 0 took %s: it retried", took)
 	}
 
 	// The agent's API comes up after 500 ms, on the same address.
@@ -152,7 +152,7 @@ func TestAPIClientWaitsForStartingAgent(t *testing.T) {
 	})
 	stdout.Reset()
 	stderr.Reset()
-	code = exitCode(Run(context.Background(), []string{"dlq", "purge", "-addr", addr, "-all", "-wait", "10s"}, &stdout, &stderr), &stderr)
+	code = exitCode(Run(context.Background(), []string{"dlq", "purge", "-addr", addr, "-all", "-connect-wait", "10s"}, &stdout, &stderr), &stderr)
 	if code != 0 || !strings.Contains(stdout.String(), "purged 3 entries") {
 		t.Fatalf("against an agent starting: exit %d, stdout %q, stderr %q", code, stdout.String(), stderr.String())
 	}

@@ -4,6 +4,8 @@
 //	shipper run -config FILE        run the agent
 //	shipper validate -config FILE   check a configuration file
 //	shipper buffer inspect -dir DIR list a stopped agent's buffer
+//	shipper status [-json]          the running agent's state
+//	shipper flush [-wait D]         deliver what the running agent buffers now
 //	shipper dlq list|replay|purge   the dead-letter store of a running agent
 //	shipper version                 print the version
 package main
@@ -11,6 +13,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -23,6 +26,17 @@ import (
 // errUsage marks a command line that could not be understood; flag has
 // already printed why.
 var errUsage = errors.New("usage")
+
+// errHelp marks a command line that asked for help (-h), which was printed.
+var errHelp = errors.New("help")
+
+// flagError maps a flag parsing error: help asked for, or a bad command line.
+func flagError(err error) error {
+	if errors.Is(err, flag.ErrHelp) {
+		return errHelp
+	}
+	return errUsage
+}
 
 func main() {
 	ctx, cancel := context.WithCancel(context.Background())
@@ -62,6 +76,10 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return bufferCmd(args[1:], stdout, stderr)
 	case "dlq":
 		return dlqCmd(ctx, args[1:], stdout, stderr)
+	case "status":
+		return statusCmd(ctx, args[1:], stdout, stderr)
+	case "flush":
+		return flushCmd(ctx, args[1:], stdout, stderr)
 	case "-h", "-help", "--help", "help":
 		usage(stdout)
 		return nil
@@ -78,10 +96,15 @@ Commands:
   run -config FILE        run the agent
   validate -config FILE   check a configuration file and print every problem
   buffer inspect -dir DIR list the chunks a buffer holds (agent stopped)
+  status [-json]          the running agent's input, buffer and output
+  flush [-wait D]         deliver everything the running agent buffers now
   dlq list|replay|purge   the dead-letter store of a running agent (shipper dlq for help)
   version                 print the version
 
-Exit status: 0 done, 1 error, 2 usage, 3 stopped by a second SIGINT or SIGTERM.
+Each command prints its flags with -h.
+
+Exit status: 0 done (or -h), 1 error (a flush not done within -wait too),
+2 usage, 3 stopped by a second SIGINT or SIGTERM.
 `)
 }
 
@@ -89,7 +112,7 @@ Exit status: 0 done, 1 error, 2 usage, 3 stopped by a second SIGINT or SIGTERM.
 // otherwise (3, a forced stop, is set by main).
 func exitCode(err error, stderr io.Writer) int {
 	switch {
-	case err == nil:
+	case err == nil, errors.Is(err, errHelp):
 		return 0
 	case errors.Is(err, errUsage):
 		return 2

@@ -22,7 +22,7 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	path := fs.String("config", "/etc/shipper/shipper.hcl", "configuration file")
 	if err := fs.Parse(args); err != nil {
-		return errUsage
+		return flagError(err)
 	}
 	cfg, err := agent.LoadConfig(*path)
 	if err != nil {

@@ -13,7 +13,7 @@ func validateCmd(args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	path := fs.String("config", "/etc/shipper/shipper.hcl", "configuration file")
 	if err := fs.Parse(args); err != nil {
-		return errUsage
+		return flagError(err)
 	}
 	if _, err := agent.LoadConfig(*path); err != nil {
 		return err
