@@ -24,8 +24,9 @@ log {
 }
 
 api {
-  # HTTP API: GET /api/health, GET /api/status, POST /api/flush[?wait=30s],
-  # GET /api/metrics, GET /api/dlq, POST /api/dlq/replay, POST /api/dlq/purge.
+  # HTTP API: GET /api/health[/live|/ready], GET /api/status,
+  # POST /api/flush[?wait=30s], GET /api/flush/{id}, GET /api/metrics (and
+  # /metrics), GET /api/dlq, POST /api/dlq/replay, POST /api/dlq/purge.
   # Loopback by default: the API can trigger flushes, replays and purges.
   address = env("SHIPPER_API_ADDRESS", "127.0.0.1:8686")
   # Bearer token that flush and the dead-letter endpoints require
@@ -33,6 +34,8 @@ api {
   # Health, status and metrics stay open. The CLI sends the token of its
   # -config file, else $SHIPPER_API_TOKEN.
   token = env("SHIPPER_API_TOKEN", "")
+  # Serve Go's profiles at /debug/pprof/ (behind the token when set).
+  pprof = false
 }
 
 kafka {

@@ -84,7 +84,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.log.Info("shipper starting", "api", a.APIAddr(), "buffer", a.cfg.Buffer.Dir,
 		"brokers", a.cfg.Kafka.BrokerList(), "topics", a.cfg.Kafka.Topics,
 		"elasticsearch", a.cfg.Elasticsearch.Addresses(), "index", a.cfg.Elasticsearch.Index)
-	srv := &http.Server{Handler: a.handler(), ReadHeaderTimeout: 10 * time.Second}
+	// No WriteTimeout: a flush or replay may wait minutes, as the caller
+	// asked; those handlers bound themselves.
+	srv := &http.Server{Handler: a.handler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
+		IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10, ErrorLog: slog.NewLogLogger(a.log.Handler(), slog.LevelWarn)}
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {

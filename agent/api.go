@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/http/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -31,7 +32,8 @@ import (
 //	                       now; ?wait=DURATION blocks until done or the wait ends;
 //	                       200 when done, else 202 with the flush's id
 //	GET  /api/flush/{id}   a flush's progress: done, what it still waits for
-//	GET  /api/metrics      Prometheus metrics
+//	GET  /api/metrics      Prometheus metrics (also GET /metrics)
+//	GET  /debug/pprof/     Go profiles, with api.pprof = true
 //	GET  /api/dlq          dead letters, a page at a time (?after=ID&limit=N&topic=&reason=&value_bytes=N)
 //	POST /api/dlq/replay   re-send dead letters (?topic=&reason=&dry_run=true)
 //	POST /api/dlq/purge    delete dead letters (?topic=&reason=, or ?all=true)
@@ -48,12 +50,28 @@ func (a *Agent) handler() http.Handler {
 	})
 	mux.HandleFunc("POST /api/flush", a.authorized(a.handleFlush))
 	mux.HandleFunc("GET /api/flush/{id}", a.handleFlushStatus)
-	mux.Handle("GET /api/metrics", promhttp.HandlerFor(a.metrics.reg, promhttp.HandlerOpts{}))
+	metrics := promhttp.HandlerFor(a.metrics.reg, promhttp.HandlerOpts{})
+	mux.Handle("GET /api/metrics", metrics)
+	mux.Handle("GET /metrics", metrics) // where Prometheus looks by default
 	mux.HandleFunc("GET /api/dlq", a.authorized(a.handleDLQList))
 	mux.HandleFunc("POST /api/dlq/replay", a.authorized(a.handleDLQReplay))
 	mux.HandleFunc("POST /api/dlq/purge", a.authorized(a.handleDLQPurge))
-	return mux
+	if a.cfg.API.Pprof {
+		// Profiles show what the process does, not what it holds; they
+		// still need the token when one is set.
+		mux.HandleFunc("GET /debug/pprof/", a.authorized(pprof.Index))
+		mux.HandleFunc("GET /debug/pprof/cmdline", a.authorized(pprof.Cmdline))
+		mux.HandleFunc("GET /debug/pprof/profile", a.authorized(pprof.Profile))
+		mux.HandleFunc("GET /debug/pprof/symbol", a.authorized(pprof.Symbol))
+		mux.HandleFunc("GET /debug/pprof/trace", a.authorized(pprof.Trace))
+	}
+	// No endpoint reads a body: a client sending one gets at most this
+	// much read.
+	return http.MaxBytesHandler(mux, maxRequestBody)
 }
+
+// maxRequestBody bounds what the API reads of a request body, in bytes.
+const maxRequestBody = 64 << 10
 
 // authorized requires api.token, when set, as a bearer token. The
 // comparison takes the same time whatever the bytes given. Dead-letter

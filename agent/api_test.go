@@ -339,3 +339,27 @@ func TestAPILiveAndReady(t *testing.T) {
 		}
 	}
 }
+
+// /metrics is where Prometheus looks by default; profiles are served only
+// when api.pprof is on, and behind the token.
+func TestAPIMetricsAliasAndPprof(t *testing.T) {
+	a, _ := newTestAgent(t)
+	if code, body := call(t, a.handler(), "GET", "/metrics"); code != 200 || !strings.Contains(body, "shipper_output_in_flight_limit") {
+		t.Fatalf("GET /metrics: %d %.200s", code, body)
+	}
+	if code, _ := call(t, a.handler(), "GET", "/debug/pprof/"); code != http.StatusNotFound {
+		t.Fatalf("pprof off: %d, want 404", code)
+	}
+	a.cfg.API.Pprof, a.cfg.API.Token = true, "tok"
+	h := a.handler()
+	if code, _ := call(t, h, "GET", "/debug/pprof/"); code != http.StatusUnauthorized {
+		t.Fatalf("pprof without the token: %d, want 401", code)
+	}
+	req := httptest.NewRequest("GET", "/debug/pprof/", nil)
+	req.Header.Set("Authorization", "Bearer tok")
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	if rec.Code != 200 || !strings.Contains(rec.Body.String(), "goroutine") {
+		t.Fatalf("pprof with the token: %d %.200s", rec.Code, rec.Body.String())
+	}
+}

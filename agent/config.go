@@ -54,6 +54,9 @@ type APIConfig struct {
 	// <token>". Required when Address is not a loopback address. Health,
 	// status and metrics stay open (probes and scrapers). Default "".
 	Token shipper.Secret `hcl:"token,optional"`
+	// Pprof serves Go's profiles at /debug/pprof/ (behind Token when set).
+	// Default false.
+	Pprof bool `hcl:"pprof,optional"`
 }
 
 // DefaultConfig returns the defaults documented on Config and on each
