@@ -191,6 +191,8 @@ func tlsProblem(err error) (problem string, cert bool) {
 		return "the node refused the client certificate (or wants one); check elasticsearch.tls.cert_file and key_file", true
 	case errors.As(err, &record):
 		return "the node did not answer with TLS: is it an http:// node listed as https://?", false
+	case strings.Contains(msg, "TLS handshake timeout"):
+		return "no TLS handshake within tls_handshake_timeout", false
 	case strings.Contains(msg, "tls: "), strings.Contains(msg, "TLS handshake"):
 		return "TLS handshake failed", false
 	}

@@ -3,7 +3,9 @@ package elasticsearch
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -223,5 +225,36 @@ func TestExampleSecurityDecodes(t *testing.T) {
 	if len(diags) != 1 || diags[0].Subject == nil || diags[0].Subject.Start.Line != 3 ||
 		!strings.Contains(diags[0].Error(), "/nonexistent/ca.pem") {
 		t.Errorf("a missing ca_file gives %v, want one problem at es.hcl:3 naming the file", diags)
+	}
+}
+
+func TestTLSProblem(t *testing.T) {
+	wrap := func(err error) error { return fmt.Errorf("Post \"https://es:9200/_bulk\": %w", err) }
+	tests := []struct {
+		err     error
+		want    string // in the problem; "" for no TLS problem
+		setting string
+		cert    bool
+	}{
+		{wrap(&tls.CertificateVerificationError{Err: x509.UnknownAuthorityError{}}), "not trusted", "elasticsearch.tls.ca_file", true},
+		{wrap(x509.HostnameError{Certificate: &x509.Certificate{}, Host: "es"}), "not valid for the name", "elasticsearch.tls.server_name", true},
+		{wrap(x509.CertificateInvalidError{Reason: x509.Expired}), "not valid", "elasticsearch.tls.ca_file", true},
+		{wrap(errors.New("remote error: tls: certificate required")), "client certificate", "elasticsearch.tls.cert_file", true},
+		{wrap(errors.New("remote error: tls: bad certificate")), "client certificate", "elasticsearch.tls.cert_file", true},
+		{wrap(tls.RecordHeaderError{Msg: "first record does not look like a TLS handshake"}), "did not answer with TLS", "", false},
+		{wrap(errors.New("net/http: TLS handshake timeout")), "tls_handshake_timeout", "", false},
+		{wrap(errors.New("dial tcp 127.0.0.1:9200: connect: connection refused")), "", "", false},
+	}
+	for _, tt := range tests {
+		problem, cert := tlsProblem(tt.err)
+		if tt.want == "" {
+			if problem != "" {
+				t.Errorf("%v: problem %q, want none", tt.err, problem)
+			}
+			continue
+		}
+		if !strings.Contains(problem, tt.want) || !strings.Contains(problem, tt.setting) || cert != tt.cert {
+			t.Errorf("%v: problem %q (cert %v), want %q naming %q (cert %v)", tt.err, problem, cert, tt.want, tt.setting, tt.cert)
+		}
 	}
 }
