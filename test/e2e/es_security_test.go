@@ -19,7 +19,11 @@ import (
 // The agent against the stack's secured Elasticsearch node (HTTPS with the
 // stack's CA, a file-realm user, a service account token; see
 // stacktest/secure.go). The node is started on the first test that needs
-// it, about 20 s, and reused by the others and by later runs.
+// it, about 20 s, and reused by the others and by later runs. The tests are
+// parallel to one another (each has its own topic, group, index and data
+// directory), so they run together once the sequential tests are done: the
+// start of the node and their waits overlap, and nothing else runs beside
+// them to be measured.
 
 var (
 	secureOnce  sync.Once
@@ -77,6 +81,7 @@ func waitIndexedOn(t *testing.T, a *agentProc, es esNode, index string, n int, t
 // password from the environment): every record is indexed exactly once,
 // and the password is in no log line, configuration file or status.
 func TestESSecureBasicAuth(t *testing.T) {
+	t.Parallel()
 	const (
 		partitions = 2
 		n          = 2_000
@@ -105,6 +110,7 @@ func TestESSecureBasicAuth(t *testing.T) {
 // account token of elastic/fleet-server, which may write logs-* indices),
 // every record is indexed exactly once; the token is never logged.
 func TestESSecureBearerToken(t *testing.T) {
+	t.Parallel()
 	const (
 		partitions = 2
 		n          = 1_000
@@ -137,6 +143,7 @@ func TestESSecureBearerToken(t *testing.T) {
 // no restart and no flush, delivery resumes and every record is indexed
 // exactly once. Neither password is ever logged.
 func TestESSecurePasswordFileRotated(t *testing.T) {
+	t.Parallel()
 	const (
 		partitions = 2
 		n          = 1_000
@@ -207,6 +214,7 @@ func TestESSecurePasswordFileRotated(t *testing.T) {
 // keeps running. Restarted on the same data directory with the stack's CA,
 // it indexes every record exactly once: nothing was lost.
 func TestESSecureWrongCA(t *testing.T) {
+	t.Parallel()
 	const (
 		partitions = 2
 		n          = 1_000
