@@ -150,11 +150,46 @@ elasticsearch {
   # install at start ("" = none), and its name.
   template_file = ""
   template_name = "shipper"
-  # Credentials; api_key wins over username/password. Keep them out of
-  # this file: password = env("ES_PASSWORD").
+  # Credentials, sent on every request (bulk, probes, start-up check): one
+  # way at most, basic (username with password), api_key or bearer_token.
+  # Keep secrets out of this file: from the environment, or from files
+  # (e.g. a Kubernetes secret mounted as a file), read at start and read
+  # again when the file changes (checked at most once a second), so a
+  # rotated secret applies without a restart; a final newline is dropped.
+  # Setting both x and x_file is an error. Refused credentials (401, 403)
+  # hold delivery until they are accepted; nothing is lost meanwhile.
   username = env("ES_USERNAME", "")
   password = env("ES_PASSWORD", "")
-  api_key  = env("ES_API_KEY", "")
+  # password_file = "/etc/shipper/es/password"
+  # An API key: its encoded form (base64 of id:api_key), or id:api_key.
+  api_key = env("ES_API_KEY", "")
+  # api_key_file = "/etc/shipper/es/api-key"
+  # A token sent as "Authorization: Bearer ...": an access token, a service
+  # account token or a JWT.
+  # bearer_token      = env("ES_BEARER_TOKEN")
+  # bearer_token_file = "/var/run/secrets/es/token"
+
+  # HTTPS, which https:// urls turn on, verifies the nodes' certificates
+  # against the system's roots by default. This block configures it; it
+  # needs at least one https:// url. Files are PEM.
+  # tls {
+  #   # CAs that verify the nodes' certificates (default: the system's);
+  #   # read at start.
+  #   ca_file = "/etc/shipper/es/ca.pem"
+  #   # A client certificate and its key, for nodes that ask; both or
+  #   # neither. Read again when they change.
+  #   cert_file = "/etc/shipper/es/tls.crt"
+  #   key_file  = "/etc/shipper/es/tls.key"
+  #   # Name verified in the nodes' certificates (default: each url's host).
+  #   server_name = "es.internal"
+  #   # Accept any certificate: encrypted but not authenticated, so the
+  #   # credentials can be read in between. Tests only; the agent warns at
+  #   # start.
+  #   insecure_skip_verify = false
+  # }
+  # A certificate that does not verify is logged as an error naming the
+  # setting to check, and /api/health answers 503 "output_failing" while no
+  # node can be reached for it; the buffer keeps everything meanwhile.
   # Most bulk requests in flight at once, retries included; also the number
   # of chunks delivered concurrently (each worker holds one chunk, part of
   # the memory overhead above buffer.memory_limit).

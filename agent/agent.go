@@ -184,6 +184,9 @@ func (a *Agent) checkElasticsearch(ctx context.Context) error {
 		return fmt.Errorf("elasticsearch start-up check: %w", err)
 	case errors.Is(err, elasticsearch.ErrCredentials):
 		a.log.Error("elasticsearch refused the credentials at start; delivery holds until they are accepted", "err", err)
+	case errors.Is(err, elasticsearch.ErrTLS):
+		a.log.Error("elasticsearch TLS failed at start; sends wait until a node's certificate verifies "+
+			"(tls.ca_file and server_name are read at start: after fixing them, restart)", "err", err)
 	case err != nil && ctx.Err() == nil:
 		a.log.Error("elasticsearch did not answer the start-up check in time; delivering as nodes answer",
 			"startup_timeout", a.cfg.Elasticsearch.StartupTimeout.String(), "err", err)

@@ -24,7 +24,8 @@ import (
 // handler serves the operator API:
 //
 //	GET  /api/health       200 while the agent delivers; 503 while delivery is held or wedged,
-//	                       or the Kafka input cannot join its group
+//	                       no Elasticsearch node's certificate verifies, or the Kafka input
+//	                       cannot join its group
 //	GET  /api/health/live  503 only when the pipeline is wedged (a Kubernetes liveness probe)
 //	GET  /api/health/ready 200 once the input joined its group, a node is alive and /api/health is ok
 //	GET  /api/status       JSON: input, buffer and output state
@@ -100,7 +101,10 @@ type Health struct {
 	// (Reason says so): the process needs a restart; "input_failing"
 	// while the Kafka input cannot join its consumer group, e.g. the
 	// brokers refuse its login or their certificate does not verify
-	// (Reason is the last error; the input keeps retrying).
+	// (Reason is the last error; the input keeps retrying);
+	// "output_failing" while no Elasticsearch node can be reached because
+	// no node's certificate verifies (Reason says which setting to check;
+	// the nodes are still probed).
 	Status string      `json:"status"`
 	Held   *HoldStatus `json:"held,omitempty"`
 	Reason string      `json:"reason,omitempty"`
@@ -113,6 +117,10 @@ func (a *Agent) handleHealth(w http.ResponseWriter, r *http.Request) {
 	}
 	if h := a.deliver.held(); h != nil {
 		writeJSON(w, http.StatusServiceUnavailable, Health{Status: "held", Held: h})
+		return
+	}
+	if err := a.out.Problem(); err != nil {
+		writeJSON(w, http.StatusServiceUnavailable, Health{Status: "output_failing", Reason: err.Error()})
 		return
 	}
 	if err := a.in.Problem(); err != nil {

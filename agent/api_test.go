@@ -30,7 +30,7 @@ func newTestAgent(t *testing.T) (*Agent, *estest.Server) {
 	cfg.Kafka.Topics = []string{"t"}
 	cfg.Buffer.FlushInterval = time.Hour
 	cfg.Elasticsearch.URLs = []string{srv.URL}
-	cfg.Elasticsearch.Password = "hunter2-secret"
+	cfg.Elasticsearch.Username, cfg.Elasticsearch.Password = "shipper", "hunter2-secret"
 	cfg.Elasticsearch.HedgeAfter = 0 // a slow fake under -race must not be hedged
 	cfg.resolve()
 	a, err := New(cfg, slog.New(slog.DiscardHandler))
@@ -361,5 +361,37 @@ func TestAPIMetricsAliasAndPprof(t *testing.T) {
 	h.ServeHTTP(rec, req)
 	if rec.Code != 200 || !strings.Contains(rec.Body.String(), "goroutine") {
 		t.Fatalf("pprof with the token: %d %.200s", rec.Code, rec.Body.String())
+	}
+}
+
+// TestAPIHealthUntrustedCertificate: with the only node's certificate not
+// trusted, health answers 503 output_failing naming the setting to check.
+func TestAPIHealthUntrustedCertificate(t *testing.T) {
+	srv := estest.NewTLS(t, nil)
+	cfg := DefaultConfig()
+	cfg.DataDir = t.TempDir()
+	cfg.API.Address = "127.0.0.1:0"
+	cfg.Kafka.Brokers = []string{"127.0.0.1:1"}
+	cfg.Kafka.Topics = []string{"t"}
+	cfg.Elasticsearch.URLs = []string{srv.URL} // https, and no tls.ca_file: the system's roots
+	cfg.resolve()
+	a, err := New(cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.out.Close(); a.ln.Close(); a.buf.Close() })
+	h := a.handler()
+	if code, body := call(t, h, "GET", "/api/health"); code != 200 {
+		t.Fatalf("health before any request: %d %s", code, body)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := a.out.Send(ctx, []*shipper.Record{{Topic: "t", Value: []byte("x")}}); err == nil {
+		t.Fatal("a send to an untrusted node succeeded")
+	}
+	code, body := call(t, h, "GET", "/api/health")
+	health := decode[Health](t, body)
+	if code != 503 || health.Status != "output_failing" || !strings.Contains(health.Reason, "elasticsearch.tls.ca_file") {
+		t.Fatalf("health: %d %s", code, body)
 	}
 }

@@ -11,7 +11,7 @@ import (
 )
 
 func TestExampleConfig(t *testing.T) {
-	for _, v := range []string{"SHIPPER_DATA_DIR", "KAFKA_BROKERS", "ES_URL", "ES_PASSWORD", "SHIPPER_TOPIC"} {
+	for _, v := range []string{"SHIPPER_DATA_DIR", "KAFKA_BROKERS", "ES_URL", "ES_USERNAME", "ES_PASSWORD", "SHIPPER_TOPIC"} {
 		t.Setenv(v, "")
 		os.Unsetenv(v)
 	}
@@ -36,6 +36,7 @@ func TestExampleConfig(t *testing.T) {
 func TestExampleConfigFromEnvironment(t *testing.T) {
 	t.Setenv("KAFKA_BROKERS", "k1:9092,k2:9092")
 	t.Setenv("ES_URL", "https://es.example:9200")
+	t.Setenv("ES_USERNAME", "shipper")
 	t.Setenv("ES_PASSWORD", "hunter2-secret")
 	t.Setenv("SHIPPER_DATA_DIR", "/data")
 	cfg, err := LoadConfig("../config.example.hcl")
@@ -72,6 +73,14 @@ func TestConfigErrors(t *testing.T) {
 		{"unset env", "kafka {\n  topics = [env(\"SHIPPER_TEST_SURELY_UNSET\")]\n}\n",
 			[]string{"cfg.hcl:2:", "SHIPPER_TEST_SURELY_UNSET"}},
 		{"syntax", "kafka {\n  topics = [\"a\"\n}\n", []string{"cfg.hcl:"}},
+		{"missing secret file", "kafka {\n  topics = [\"a\"]\n}\nelasticsearch {\n  username = \"u\"\n  password_file = \"/nonexistent/pw\"\n}\n",
+			[]string{"cfg.hcl:6:19:", "elasticsearch.password_file", "/nonexistent/pw", "no such file"}},
+		{"two schemes", "kafka {\n  topics = [\"a\"]\n}\nelasticsearch {\n  username = \"u\"\n  password = \"p\"\n  api_key = \"k\"\n}\n",
+			[]string{"cfg.hcl:7:13:", "elasticsearch.api_key", "one way to authenticate"}},
+		{"tls over http", "kafka {\n  topics = [\"a\"]\n}\nelasticsearch {\n  urls = [\"http://es:9200\"]\n  tls {\n    server_name = \"es\"\n  }\n}\n",
+			[]string{"cfg.hcl:6:", "elasticsearch.tls", "https://"}},
+		{"missing ca", "kafka {\n  topics = [\"a\"]\n}\nelasticsearch {\n  urls = [\"https://es:9200\"]\n  tls {\n    ca_file = \"/nonexistent/ca.pem\"\n  }\n}\n",
+			[]string{"cfg.hcl:7:15:", "elasticsearch.tls.ca_file", "/nonexistent/ca.pem"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

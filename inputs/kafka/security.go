@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 
 	kafkago "github.com/segmentio/kafka-go"
 	"github.com/segmentio/kafka-go/sasl"
@@ -14,6 +13,7 @@ import (
 	"github.com/segmentio/kafka-go/sasl/scram"
 
 	"github.com/shipper-agent/shipper"
+	"github.com/shipper-agent/shipper/internal/tlsconfig"
 )
 
 // TLSConfig is the kafka block's tls block: TLS to every broker, for the
@@ -92,59 +92,8 @@ func (c Config) validateSecurity(p *shipper.Problems) {
 // build reads the files and returns the client TLS configuration, or
 // records in p what is wrong, naming the setting and the file.
 func (t TLSConfig) build(p *shipper.Problems) *tls.Config {
-	n := len(*p)
-	cfg := &tls.Config{
-		MinVersion:         tls.VersionTLS12,
-		ServerName:         t.ServerName,
-		InsecureSkipVerify: t.InsecureSkipVerify,
-	}
-	if t.CAFile != "" {
-		pem, err := os.ReadFile(t.CAFile)
-		switch {
-		case err != nil:
-			p.Addf("tls.ca_file", "cannot read it: %v", err)
-		default:
-			pool := x509.NewCertPool()
-			if !pool.AppendCertsFromPEM(pem) {
-				p.Addf("tls.ca_file", "%s holds no PEM certificate", t.CAFile)
-			}
-			cfg.RootCAs = pool
-		}
-	}
-	switch {
-	case t.CertFile != "" && t.KeyFile == "":
-		p.Addf("tls.key_file", "required with tls.cert_file (%s)", t.CertFile)
-	case t.CertFile == "" && t.KeyFile != "":
-		p.Addf("tls.cert_file", "required with tls.key_file (%s)", t.KeyFile)
-	case t.CertFile != "":
-		certOK, keyOK := readable(p, "tls.cert_file", t.CertFile), readable(p, "tls.key_file", t.KeyFile)
-		if !certOK || !keyOK {
-			break
-		}
-		// The key file's content never reaches an error: LoadX509KeyPair
-		// reports only what is wrong with it.
-		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
-		if err != nil {
-			p.Addf("tls.cert_file", "%s with key %s: %v", t.CertFile, t.KeyFile, err)
-			break
-		}
-		cfg.Certificates = []tls.Certificate{cert}
-	}
-	if len(*p) > n {
-		return nil
-	}
-	return cfg
-}
-
-// readable records a problem at path unless the file can be read.
-func readable(p *shipper.Problems, path, file string) bool {
-	f, err := os.Open(file)
-	if err != nil {
-		p.Addf(path, "cannot read it: %v", err)
-		return false
-	}
-	f.Close()
-	return true
+	return tlsconfig.Build(p, "tls.", tlsconfig.Files{CAFile: t.CAFile, CertFile: t.CertFile, KeyFile: t.KeyFile,
+		ServerName: t.ServerName, InsecureSkipVerify: t.InsecureSkipVerify})
 }
 
 // tlsConfig returns the client TLS configuration for the brokers, or nil

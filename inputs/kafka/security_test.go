@@ -584,9 +584,17 @@ func TestSecurityBlocksDecode(t *testing.T) {
 	}
 	// The commented blocks at the end of the kafka block, uncommented.
 	var blocks []string
-	in := false
+	in, inKafka := false, false
 	for _, line := range strings.Split(string(example), "\n") {
+		switch line {
+		case "kafka {":
+			inKafka = true
+		case "}":
+			inKafka = false
+		}
 		switch {
+		case !inKafka:
+			continue
 		case line == "  # tls {" || line == "  # sasl {":
 			in = true
 		case !in:

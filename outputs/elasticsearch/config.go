@@ -45,12 +45,43 @@ type Config struct {
 	TemplateFile string `hcl:"template_file,optional"`
 	// TemplateName names the template installed. Default "shipper".
 	TemplateName string `hcl:"template_name,optional"`
-	// Username and Password for HTTP basic authentication. Default none.
-	Username string         `hcl:"username,optional"`
+	// Credentials: at most one scheme, basic (Username with Password or
+	// PasswordFile), APIKey(File) or BearerToken(File); default none. Each
+	// secret is given either in the configuration (as env("NAME") to keep
+	// it out of the file) or as a file, e.g. a Kubernetes secret mounted as
+	// a file. A file is read at start (a missing, unreadable or empty file
+	// is a configuration error) and again when it changes (its path is
+	// checked at most once a second, when a request is sent), so a rotated
+	// secret applies without a restart; a final newline is dropped. A file
+	// that cannot be read again keeps the last value read. Secrets are
+	// never logged. Elasticsearch refusing the credentials (401, 403) holds
+	// delivery until they are accepted (see auth.go).
+
+	// Username for HTTP basic authentication; needs Password or
+	// PasswordFile. Default none.
+	Username string `hcl:"username,optional"`
+	// Password for basic authentication. Default none.
 	Password shipper.Secret `hcl:"password,optional"`
-	// APIKey is a base64-encoded Elasticsearch API key; it takes
-	// precedence over Username/Password. Default none.
+	// PasswordFile holds the password instead of Password. Default none.
+	PasswordFile string `hcl:"password_file,optional"`
+	// APIKey is an Elasticsearch API key, sent as "Authorization: ApiKey":
+	// its encoded form (base64 of id:api_key, the "encoded" field of the
+	// create API key answer), or id:api_key, which is encoded for it.
+	// Default none.
 	APIKey shipper.Secret `hcl:"api_key,optional"`
+	// APIKeyFile holds the API key instead of APIKey. Default none.
+	APIKeyFile string `hcl:"api_key_file,optional"`
+	// BearerToken is sent as "Authorization: Bearer <token>": an
+	// Elasticsearch access token or service account token, or a JWT.
+	// Default none.
+	BearerToken shipper.Secret `hcl:"bearer_token,optional"`
+	// BearerTokenFile holds the token instead of BearerToken. Default none.
+	BearerTokenFile string `hcl:"bearer_token_file,optional"`
+	// TLS configures HTTPS to the nodes, which https:// URLs turn on: the
+	// CA that verifies them, a client certificate, the server name
+	// (TLSConfig, tls.go). Default: the system's roots, no client
+	// certificate.
+	TLS TLSConfig `hcl:"tls,block"`
 	// MaxInFlight is the most bulk requests in flight at once, retries
 	// included, and the number of chunks delivered concurrently (each
 	// delivery worker holds one chunk and sends one request at a time).
@@ -231,9 +262,11 @@ func (c Config) Validate() error {
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			bad("urls", "%q is not an http:// or https:// URL", a)
 		} else if u.User != nil {
-			bad("urls", "%s: put credentials in username/password or api_key, not in the URL", u.Redacted())
+			bad("urls", "%s: put credentials in username/password, api_key or bearer_token, not in the URL", u.Redacted())
 		}
 	}
+	c.validateCredentials(&p)
+	c.validateTLS(&p)
 	if _, err := parseIndexPattern(c.Index); err != nil {
 		bad("index", "%v", err)
 	}

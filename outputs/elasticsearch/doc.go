@@ -11,5 +11,6 @@
 // again as two halves, down to the one document to dead-letter.
 //
 // response.go holds the classification of answers, outcome.go the types the
-// caller sees, document.go how a record becomes a document.
+// caller sees, document.go how a record becomes a document, auth.go and
+// tls.go the credentials and TLS every request to a node carries.
 package elasticsearch

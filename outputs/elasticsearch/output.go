@@ -58,14 +58,24 @@ func New(cfg Config, log *slog.Logger) (*Output, error) {
 	if err != nil {
 		return nil, fmt.Errorf("elasticsearch config: index: %w", err)
 	}
+	tlsCfg, err := cfg.clientTLS(log)
+	if err != nil {
+		return nil, fmt.Errorf("elasticsearch config: %w", err)
+	}
+	auth, err := newCredentials(cfg, log)
+	if err != nil {
+		return nil, fmt.Errorf("elasticsearch config: %w", err)
+	}
+	cfg.securityWarnings(log)
 	o := &Output{cfg: cfg, log: log, meta: metadata{field: cfg.MetadataField, headers: cfg.MetadataHeaders}, route: route,
 		window: newWindow(cfg.MaxInFlight, cfg.AdaptiveConcurrency)}
 	w := &watchdog{stall: cfg.StallTimeout, lifetime: cfg.ConnMaxLifetime,
 		attempts: map[*attempt]struct{}{}, conns: map[*trackedConn]struct{}{}}
-	p, err := newPool(cfg, log, newNodeTransports(cfg, w))
+	p, err := newPool(cfg, log, newNodeTransports(cfg, w, tlsCfg))
 	if err != nil {
 		return nil, fmt.Errorf("elasticsearch nodes: %w", err)
 	}
+	p.tls, p.auth = tlsCfg, auth
 	w.onStall = func(a *attempt, layer string) {
 		p.count(func(s *PoolStats) { s.Stalls[layer]++ })
 		a.node.mu.Lock()
@@ -77,10 +87,10 @@ func New(cfg Config, log *slog.Logger) (*Output, error) {
 	}
 	client, err := elasticsearch.NewClient(elasticsearch.Config{
 		Addresses: cfg.Addresses(),
-		Username:  cfg.Username,
-		Password:  cfg.Password.Reveal(),
-		APIKey:    cfg.APIKey.Reveal(),
-		Transport: &poolTransport{p: p, w: w, log: log},
+		// No Username, Password or APIKey: the transport sets the
+		// Authorization header of every attempt itself, from the
+		// credentials as they are at that moment (auth.go).
+		Transport: &poolTransport{p: p, w: w, log: log, auth: auth},
 		// The pool decides which node serves a request and whether a node
 		// is alive, from what happened on the wire (pool.go).
 		ConnectionPoolFunc: func([]*elastictransport.Connection, elastictransport.Selector) elastictransport.ConnectionPool {

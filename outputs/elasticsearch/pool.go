@@ -2,6 +2,7 @@ package elasticsearch
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -27,10 +28,12 @@ import (
 //
 // A dead node is probed about every probe_interval (jittered) with a plain
 // TCP connect, cheap for the node and for a fleet of agents; once it accepts
-// connections, a full probe (GET / on a fresh connection, short timeout)
-// brings it back. Full probes that fail back off up to resurrect_max; the
-// connect probes never do, so a node back after ten minutes rejoins as fast
-// as one back after ten seconds.
+// connections, a full probe (GET / on a fresh connection, short timeout,
+// with the nodes' TLS and the credentials) brings it back. Full probes that
+// fail back off up to resurrect_max; the connect probes never do, so a node
+// back after ten minutes rejoins as fast as one back after ten seconds. A
+// node whose certificate does not verify stays dead, and says why
+// (certProblem): its connect probes pass, its full probes fail the same way.
 
 // NodeStatus is one node as /api/status shows it.
 type NodeStatus struct {
@@ -83,15 +86,18 @@ type node struct {
 	pooled, fresh *http.Transport
 	inflight      atomic.Int64
 
-	mu            sync.Mutex
-	alive         bool
-	since         time.Time
-	reason        string
-	failures      int
-	lastErr       string
-	nextProbe     time.Time
-	lat           latencies
-	maxIdle       time.Duration // learned: idle connections die past it; 0 until learned
+	mu        sync.Mutex
+	alive     bool
+	since     time.Time
+	reason    string
+	failures  int
+	lastErr   string
+	nextProbe time.Time
+	lat       latencies
+	maxIdle   time.Duration // learned: idle connections die past it; 0 until learned
+	// certProblem says why the node's certificate did not verify (or the
+	// node refused ours) when that is why it is dead; "" otherwise.
+	certProblem   string
 	stalls        int64
 	hedges        int64
 	resurrections int64
@@ -112,8 +118,13 @@ func (n *node) idleLimit() time.Duration {
 }
 
 type pool struct {
-	cfg    Config
-	log    *slog.Logger
+	cfg Config
+	log *slog.Logger
+	// tls is the nodes' TLS configuration (nil without https:// URLs) and
+	// auth sets the Authorization header (nil: none), for every request
+	// to a node: bulk requests, probes and the start-up check.
+	tls    *tls.Config
+	auth   *credentials
 	nodes  []*node
 	byHost map[string]*node
 	next   atomic.Uint64
@@ -302,6 +313,7 @@ func (p *pool) revive(n *node, how string) {
 	n.mu.Lock()
 	down := time.Since(n.since)
 	n.alive, n.since, n.reason, n.failures = true, time.Now(), how, 0
+	n.certProblem = ""
 	n.resurrections++
 	n.nextProbe = time.Time{}
 	n.mu.Unlock()
@@ -345,6 +357,9 @@ func (p *pool) probe(n *node) {
 			continue
 		}
 		if err := p.fullProbe(n); err != nil {
+			if problem, cert := tlsProblem(err); cert {
+				p.certFailed(n, problem)
+			}
 			p.probed("full", err, n)
 			fullFailures++
 			fullAt = time.Now().Add(jitter(min(p.cfg.ProbeInterval<<min(fullFailures, 16), p.cfg.ResurrectMax)))
@@ -390,6 +405,7 @@ func (p *pool) fullProbe(n *node) error {
 	if err != nil {
 		return err
 	}
+	p.auth.authorize(req.Header)
 	res, err := n.fresh.RoundTrip(req)
 	if err != nil {
 		return err
@@ -399,6 +415,31 @@ func (p *pool) fullProbe(n *node) error {
 		return fmt.Errorf("answered %s", res.Status)
 	}
 	return nil
+}
+
+// certFailed records that n failed because a certificate did not verify.
+func (p *pool) certFailed(n *node, problem string) {
+	n.mu.Lock()
+	n.certProblem = problem
+	n.mu.Unlock()
+}
+
+// certProblem returns why no node can be reached when every node is dead
+// on a certificate that does not verify, else "". Waiting does not mend
+// that: the configuration (tls.ca_file, server_name, a client
+// certificate) or the nodes' certificates must change.
+func (p *pool) certProblem() string {
+	problem := ""
+	for _, n := range p.nodes {
+		n.mu.Lock()
+		alive, cp := n.alive, n.certProblem
+		n.mu.Unlock()
+		if alive || cp == "" {
+			return ""
+		}
+		problem = cp
+	}
+	return problem
 }
 
 // probeTimeout bounds one probe.

@@ -9,6 +9,7 @@ import (
 	"io"
 	"math"
 	"math/bits"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -47,6 +48,12 @@ var ErrCredentials = errors.New("elasticsearch refused the credentials")
 // for what is not one.
 var ErrIncompatible = errors.New("elasticsearch refused")
 
+// ErrTLS marks a start-up check that failed because a node's certificate
+// did not verify (or the node refused ours). The error says which setting
+// to check. It is not definitive either: the pool keeps probing the nodes
+// with the same TLS configuration, and sends wait until one verifies.
+var ErrTLS = errors.New("elasticsearch TLS")
+
 // Check waits for the cluster, checks it is Elasticsearch 8.x, and, with
 // template_file set, installs that index template. It retries while no
 // node answers (or answers 5xx or 429), with jittered backoff, until ctx
@@ -58,6 +65,7 @@ var ErrIncompatible = errors.New("elasticsearch refused")
 // answers, not from GET / (a node may answer it 405).
 func (o *Output) Check(ctx context.Context) (ClusterInfo, error) {
 	c := o.controlClient()
+	defer c.HTTPClient.CloseIdleConnections()
 	var info ClusterInfo
 	body, err := o.control(ctx, c, http.MethodGet, "/_nodes/_local?filter_path=cluster_name,nodes.*.version", nil)
 	if err != nil {
@@ -100,7 +108,14 @@ func (o *Output) controlClient() *retryablehttp.Client {
 	c := retryablehttp.NewClient()
 	// A node that accepts and never answers must not hold start-up for a
 	// whole request_timeout: the next attempt goes to the next node.
-	c.HTTPClient = &http.Client{Timeout: min(o.cfg.RequestTimeout, controlAttemptTimeout)}
+	c.HTTPClient = &http.Client{Timeout: min(o.cfg.RequestTimeout, controlAttemptTimeout),
+		// The nodes' TLS, as every request to them.
+		Transport: &http.Transport{
+			Proxy:               http.ProxyFromEnvironment,
+			DialContext:         (&net.Dialer{Timeout: o.cfg.DialTimeout}).DialContext,
+			TLSClientConfig:     o.pool.tls,
+			TLSHandshakeTimeout: o.cfg.TLSHandshakeTimeout,
+		}}
 	c.Logger = nil // attempts are logged sparsely below
 	c.RetryMax = math.MaxInt32
 	c.RetryWaitMin, c.RetryWaitMax = 250*time.Millisecond, 2*time.Second
@@ -108,6 +123,17 @@ func (o *Output) controlClient() *retryablehttp.Client {
 		return time.Duration(math.Min(float64(retryablehttp.LinearJitterBackoff(min, max, attempt, resp)), float64(10*time.Second)))
 	}
 	c.ErrorHandler = retryablehttp.PassthroughErrorHandler
+	c.CheckRetry = func(ctx context.Context, res *http.Response, err error) (bool, error) {
+		// A certificate that does not verify, ours or the node's, will
+		// not verify on the next attempt either (go-retryablehttp only
+		// knows the node's unknown authority).
+		if err != nil {
+			if _, cert := tlsProblem(err); cert {
+				return false, err
+			}
+		}
+		return retryablehttp.DefaultRetryPolicy(ctx, res, err)
+	}
 	addrs := o.cfg.Addresses()
 	var next atomic.Int64
 	c.PrepareRetry = func(req *http.Request) error {
@@ -118,6 +144,9 @@ func (o *Output) controlClient() *retryablehttp.Client {
 		}
 		req.URL.Scheme, req.URL.Host = u.Scheme, u.Host
 		req.Host = u.Host
+		// The credentials as they are now: a secret file fixed during
+		// start-up applies to the next attempt.
+		o.pool.auth.authorize(req.Header)
 		return nil
 	}
 	c.RequestLogHook = func(_ retryablehttp.Logger, req *http.Request, attempt int) {
@@ -143,14 +172,14 @@ func (o *Output) control(ctx context.Context, c *retryablehttp.Client, method, p
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	switch {
-	case o.cfg.APIKey != "":
-		req.Header.Set("Authorization", "ApiKey "+o.cfg.APIKey.Reveal())
-	case o.cfg.Username != "":
-		req.SetBasicAuth(o.cfg.Username, o.cfg.Password.Reveal())
-	}
+	o.pool.auth.authorize(req.Header)
 	res, err := c.Do(req)
 	if err != nil {
+		// go-retryablehttp does not retry a certificate that does not
+		// verify: say what is wrong and where to look.
+		if problem, cert := tlsProblem(err); cert {
+			return nil, fmt.Errorf("%w: %s %s: %s: %v", ErrTLS, method, path, problem, err)
+		}
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("no elasticsearch node answered %s %s in time: %w (last: %v)", method, path, ctx.Err(), err)
 		}
@@ -162,7 +191,7 @@ func (o *Output) control(ctx context.Context, c *retryablehttp.Client, method, p
 	case res.StatusCode >= 200 && res.StatusCode < 300:
 		return raw, nil
 	case res.StatusCode == http.StatusUnauthorized || res.StatusCode == http.StatusForbidden:
-		return nil, fmt.Errorf("%w: %s %s answered %d: check username/password or api_key: %s", ErrCredentials, method, path, res.StatusCode, oneLine(string(raw)))
+		return nil, fmt.Errorf("%w: %s %s answered %d: check the credentials (username/password, api_key or bearer_token, or their files): %s", ErrCredentials, method, path, res.StatusCode, oneLine(string(raw)))
 	case res.StatusCode >= 400 && res.StatusCode < 500:
 		return nil, fmt.Errorf("%w: %s %s answered %d: %s", ErrIncompatible, method, path, res.StatusCode, oneLine(string(raw)))
 	default:

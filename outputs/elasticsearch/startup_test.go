@@ -68,8 +68,8 @@ func TestCheck(t *testing.T) {
 		{"8.x", &clusterFake{version: "8.19.21"}, "", ""},
 		{"8.x with a template", &clusterFake{version: "8.19.21"}, good, ""},
 		{"7.x", &clusterFake{version: "7.17.0"}, "", "runs version 7.17.0"},
-		{"credentials refused", &clusterFake{version: "8.19.21", status: 401}, "", "check username/password or api_key"},
-		{"forbidden", &clusterFake{version: "8.19.21", status: 403}, "", "check username/password or api_key"},
+		{"credentials refused", &clusterFake{version: "8.19.21", status: 401}, "", "check the credentials"},
+		{"forbidden", &clusterFake{version: "8.19.21", status: 403}, "", "check the credentials"},
 		{"template refused", &clusterFake{version: "8.19.21"}, bad, "index patterns are missing"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

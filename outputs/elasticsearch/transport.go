@@ -252,14 +252,17 @@ func (w *watchdog) check(now time.Time) {
 
 // poolTransport is the RoundTripper beneath go-elasticsearch.
 type poolTransport struct {
-	p   *pool
-	w   *watchdog
-	log *slog.Logger
+	p    *pool
+	w    *watchdog
+	log  *slog.Logger
+	auth *credentials // nil: no Authorization header
 }
 
 // newNodeTransports builds a node's two transports: pooled connections, and
-// a new connection for every request.
-func newNodeTransports(cfg Config, w *watchdog) func(*node) (*http.Transport, *http.Transport) {
+// a new connection for every request. tlsCfg (nil for none) is the TLS of
+// https:// nodes; http.Transport sets each node's server name from its URL
+// unless tlsCfg names one.
+func newNodeTransports(cfg Config, w *watchdog, tlsCfg *tls.Config) func(*node) (*http.Transport, *http.Transport) {
 	userTimeout := 2 * cfg.StallTimeout
 	d := &net.Dialer{
 		Timeout: cfg.DialTimeout,
@@ -287,6 +290,7 @@ func newNodeTransports(cfg Config, w *watchdog) func(*node) (*http.Transport, *h
 				w.add(tc)
 				return tc, nil
 			},
+			TLSClientConfig:       tlsCfg,
 			TLSHandshakeTimeout:   cfg.TLSHandshakeTimeout,
 			IdleConnTimeout:       cfg.IdleConnTimeout,
 			MaxIdleConnsPerHost:   cfg.MaxInFlight,
@@ -450,6 +454,9 @@ func (r *race) start(n *node, fresh, hedge bool) *attempt {
 	r.mu.Unlock()
 	req := r.req.Clone(httptrace.WithClientTrace(ctx, r.trace(a)))
 	req.URL.Scheme, req.URL.Host, req.Host = n.url.Scheme, n.url.Host, ""
+	// Each attempt carries the credentials as they are now: a hedge sent
+	// after a secret file changed sends the new secret.
+	r.t.auth.authorize(req.Header)
 	if r.req.GetBody != nil {
 		body, err := r.req.GetBody()
 		if err != nil {
@@ -586,19 +593,21 @@ func (r *race) nodeFailure(a *attempt) string {
 		return "stall (response): no answer within request_timeout"
 	case errors.As(err, &op) && op.Op == "dial":
 		return "connect: " + op.Err.Error()
-	case isTLSError(err):
-		return "TLS: " + err.Error()
-	case !a.reused.Load():
+	}
+	if problem, cert := tlsProblem(err); problem != "" {
+		if cert {
+			// A configuration problem, not an outage: said at error
+			// level, once per death of the node (a dead node gets no
+			// requests, and its probes log nothing).
+			r.t.p.certFailed(a.node, problem)
+			r.t.log.Error("elasticsearch TLS: "+problem, "node", a.node.String(), "err", err)
+		}
+		return "TLS: " + problem + ": " + err.Error()
+	}
+	if !a.reused.Load() {
 		return "fresh connection failed: " + err.Error()
 	}
 	return ""
-}
-
-func isTLSError(err error) bool {
-	var rec tls.RecordHeaderError
-	var cv *tls.CertificateVerificationError
-	msg := err.Error()
-	return errors.As(err, &rec) || errors.As(err, &cv) || strings.Contains(msg, "tls: ") || strings.Contains(msg, "TLS handshake")
 }
 
 // trace follows an attempt through its connection's life.

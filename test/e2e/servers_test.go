@@ -109,14 +109,35 @@ func waitCommittedAtEnd(t *testing.T, group, topic string, partitions int) {
 	})
 }
 
+// esNode is an Elasticsearch node the tests read and write: the stack's
+// (plainES) or its secured one (secureES).
+type esNode struct {
+	url    string
+	client *http.Client
+	auth   func(*http.Request) // sets the credentials; nil for none
+}
+
+// plainES is the stack's node, without security.
+func plainES() esNode { return esNode{url: stack.ESURL, client: http.DefaultClient} }
+
 func esDo(t *testing.T, method, path string, body io.Reader, v any) int {
 	t.Helper()
-	req, err := http.NewRequest(method, stack.ESURL+path, body)
+	return esDoOn(t, plainES(), method, path, body, v)
+}
+
+// esDoOn sends a request to node n and decodes its JSON answer into v
+// (when not nil); it returns the status.
+func esDoOn(t *testing.T, n esNode, method, path string, body io.Reader, v any) int {
+	t.Helper()
+	req, err := http.NewRequest(method, n.url+path, body)
 	if err != nil {
 		t.Fatal(err)
 	}
 	req.Header.Set("Content-Type", "application/json")
-	res, err := http.DefaultClient.Do(req)
+	if n.auth != nil {
+		n.auth(req)
+	}
+	res, err := n.client.Do(req)
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, path, err)
 	}
@@ -133,11 +154,17 @@ func esDo(t *testing.T, method, path string, body io.Reader, v any) int {
 // esCount refreshes the index and counts its documents (0 if it does not exist).
 func esCount(t *testing.T, index string) int {
 	t.Helper()
-	esDo(t, "POST", "/"+index+"/_refresh", nil, nil)
+	return esCountOn(t, plainES(), index)
+}
+
+// esCountOn is esCount on node n.
+func esCountOn(t *testing.T, n esNode, index string) int {
+	t.Helper()
+	esDoOn(t, n, "POST", "/"+index+"/_refresh", nil, nil)
 	var res struct {
 		Count int `json:"count"`
 	}
-	if status := esDo(t, "GET", "/"+index+"/_count", nil, &res); status == 404 {
+	if status := esDoOn(t, n, "GET", "/"+index+"/_count", nil, &res); status == 404 {
 		return 0
 	}
 	return res.Count
@@ -155,8 +182,14 @@ var seqInText = regexp.MustCompile(`seq=(\d+)`)
 // each of 0..n-1 exactly once.
 func assertExactlyOnce(t *testing.T, index, topic string, partitions, n int, dead ...string) {
 	t.Helper()
+	assertExactlyOnceOn(t, plainES(), index, topic, partitions, n, dead...)
+}
+
+// assertExactlyOnceOn is assertExactlyOnce on node es.
+func assertExactlyOnceOn(t *testing.T, es esNode, index, topic string, partitions, n int, dead ...string) {
+	t.Helper()
 	want := n - len(dead)
-	if got := esCount(t, index); got != want {
+	if got := esCountOn(t, es, index); got != want {
 		t.Fatalf("index %s holds %d documents, want %d (%d records less %d dead letters)", index, got, want, n, len(dead))
 	}
 	end := endOffsets(t, topic, partitions)
@@ -177,7 +210,7 @@ func assertExactlyOnce(t *testing.T, index, topic string, partitions, n int, dea
 				Source json.RawMessage `json:"_source"`
 			} `json:"docs"`
 		}
-		esDo(t, "POST", "/"+index+"/_mget?_source_includes=seq,message", mustJSON(map[string]any{"ids": ids}), &res)
+		esDoOn(t, es, "POST", "/"+index+"/_mget?_source_includes=seq,message", mustJSON(map[string]any{"ids": ids}), &res)
 		if len(res.Docs) != len(ids) {
 			t.Fatalf("_mget returned %d docs for %d ids", len(res.Docs), len(ids))
 		}

@@ -6,6 +6,8 @@
 // indexing anything: a malformed line fails the request with a 400 and
 // nothing stored. Hooks inject failures per request or per document, and
 // MaxContentLength refuses large bodies as http.max_content_length does.
+// NewTLS serves HTTPS, and OnAuth refuses credentials with a 401 as
+// Elasticsearch's security does.
 //
 // Hooks run one request at a time, with the server's lock held: they must
 // not call the Server's methods.
@@ -14,9 +16,12 @@ package estest
 import (
 	"bytes"
 	"compress/gzip"
+	"crypto/tls"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
+	"log"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -39,6 +44,7 @@ type Server struct {
 	requestHook      func(n int) (status int, retryAfter string)
 	itemHook         func(id string, source []byte) (status int, errType string)
 	itemResponseHook func(id string) (raw string, ok bool)
+	authHook         func(authorization string) bool
 }
 
 // Bulk describes one bulk request to an OnBulk hook.
@@ -54,6 +60,30 @@ func New(t testing.TB) *Server {
 	s.Server = httptest.NewServer(http.HandlerFunc(s.serve))
 	t.Cleanup(s.Close)
 	return s
+}
+
+// NewTLS starts a fake node on HTTPS with httptest's certificate (valid
+// for 127.0.0.1 and example.com, its own CA: Certificate returns it).
+// configure, if not nil, changes the server's TLS configuration before it
+// starts, e.g. to require a client certificate. It is closed when the test
+// ends.
+func NewTLS(t testing.TB, configure func(*tls.Config)) *Server {
+	s := &Server{docs: map[string]map[string]json.RawMessage{}}
+	s.Server = httptest.NewUnstartedServer(http.HandlerFunc(s.serve))
+	// Handshake failures are the tests' subject, not noise for the log.
+	s.Config.ErrorLog = log.New(io.Discard, "", 0)
+	s.Server.TLS = &tls.Config{}
+	if configure != nil {
+		configure(s.Server.TLS)
+	}
+	s.StartTLS()
+	t.Cleanup(s.Close)
+	return s
+}
+
+// CertificatePEM returns the server's certificate as PEM, to trust as a CA.
+func (s *Server) CertificatePEM() []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: s.Certificate().Raw})
 }
 
 // Serve starts a fake node on ln, for a test that needs a node on a given
@@ -118,6 +148,16 @@ func (s *Server) OnItemResponse(f func(id string) (raw string, ok bool)) {
 	s.itemResponseHook = f
 }
 
+// OnAuth sets a hook that decides whether a request's Authorization header
+// ("" without one) is accepted. A refused request, of any kind, is answered
+// as Elasticsearch answers unknown credentials: 401 with a
+// security_exception and a WWW-Authenticate header; nothing is stored.
+func (s *Server) OnAuth(f func(authorization string) bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.authHook = f
+}
+
 // Docs returns a copy of the documents of an index, by id.
 func (s *Server) Docs(index string) map[string]json.RawMessage {
 	s.mu.Lock()
@@ -147,9 +187,20 @@ func (s *Server) Gzipped() int {
 func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("X-Elastic-Product", "Elasticsearch")
 	w.Header().Set("Content-Type", "application/json")
+	s.mu.Lock()
+	auth := s.authHook
+	s.mu.Unlock()
+	if auth != nil && !auth(r.Header.Get("Authorization")) {
+		w.Header().Set("WWW-Authenticate", `Basic realm="security", charset="UTF-8"`)
+		w.WriteHeader(http.StatusUnauthorized)
+		fmt.Fprintf(w, `{"error":{"type":"security_exception","reason":"unable to authenticate user for REST request [%s]"},"status":401}`, r.URL.Path)
+		return
+	}
 	switch {
 	case r.Method == http.MethodGet && r.URL.Path == "/":
 		fmt.Fprint(w, `{"name":"estest","cluster_name":"estest","version":{"number":"8.19.0","build_flavor":"default"},"tagline":"You Know, for Search"}`)
+	case r.Method == http.MethodGet && r.URL.Path == "/_nodes/_local":
+		fmt.Fprint(w, `{"cluster_name":"estest","nodes":{"n1":{"version":"8.19.0"}}}`)
 	case r.Method == http.MethodPost && r.URL.Path == "/_bulk":
 		s.bulk(w, r)
 	default:

@@ -2,6 +2,7 @@
 // a real Elasticsearch node on 127.0.0.1). Run it through test/e2e/stack.
 //
 //	stack up             start (or reuse) the stack; print KAFKA_BROKERS=…, ES_URL=… and the rest
+//	stack up-secure      the same, and the secured Elasticsearch node too; print its ES_SECURE_* lines as well
 //	stack down           stop the stack and delete its data
 //	stack status         show what runs; exit 0 only if both servers are healthy
 //	stack env            print the lines of `up` for a running stack, start nothing
@@ -24,12 +25,14 @@ import (
 )
 
 func usage() {
-	fmt.Fprintf(os.Stderr, `usage: test/e2e/stack [-timeout D] up|down|status|env|restart-kafka
+	fmt.Fprintf(os.Stderr, `usage: test/e2e/stack [-timeout D] up|up-secure|down|status|env|restart-kafka
 
   up             start Kafka %s and Elasticsearch %s (or reuse a running stack),
                  wait until both answer, print KAFKA_BROKERS=..., ES_URL=...
                  and the broker's SASL and TLS settings (KAFKA_SASL_*, KAFKA_TLS_*)
-  down           stop both servers and delete their data
+  up-secure      up, and a second Elasticsearch node with security on (HTTPS
+                 with the stack's CA, a user, a service token); print ES_SECURE_* too
+  down           stop every server and delete their data
   status         show pids, ports and health; exit 0 only if both are healthy
   env            print the lines of "up" for the running stack without starting it
   restart-kafka  stop the broker (SIGTERM, wait) and start it again with the
@@ -49,7 +52,7 @@ func main() {
 		os.Exit(2)
 	}
 	cmd := flag.Arg(0)
-	defaults := map[string]time.Duration{"up": 15 * time.Minute, "down": 2 * time.Minute, "status": 30 * time.Second,
+	defaults := map[string]time.Duration{"up": 15 * time.Minute, "up-secure": 15 * time.Minute, "down": 2 * time.Minute, "status": 30 * time.Second,
 		"env": 30 * time.Second, "restart-kafka": 3 * time.Minute}
 	d, ok := defaults[cmd]
 	if !ok {
@@ -77,6 +80,15 @@ func run(ctx context.Context, cmd string) int {
 			return 1
 		}
 		fmt.Fprintf(os.Stderr, "stack: up in %s\n", time.Since(start).Round(100*time.Millisecond))
+		printEnv(s)
+	case "up-secure":
+		start := time.Now()
+		s, err := stacktest.UpSecure(ctx, os.Stderr)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "stack up-secure: %v\n", err)
+			return 1
+		}
+		fmt.Fprintf(os.Stderr, "stack: up, with the secured node, in %s\n", time.Since(start).Round(100*time.Millisecond))
 		printEnv(s)
 	case "down":
 		if err := stacktest.Down(ctx, os.Stderr); err != nil {

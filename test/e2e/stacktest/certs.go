@@ -29,19 +29,25 @@ const (
 // anew on every fresh start.
 const certValidity = 365 * 24 * time.Hour
 
-// writeTLSFiles creates a test CA, a server certificate for 127.0.0.1 and
-// localhost and a client certificate, both signed by the CA, in dir.
-func writeTLSFiles(dir string) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
+// testPKI is a throwaway CA with a server certificate for 127.0.0.1 and
+// localhost and a client certificate, both signed by it (DER, and PKCS#8
+// keys).
+type testPKI struct {
+	caDER                []byte
+	serverDER, serverKey []byte
+	clientDER, clientKey []byte
+}
+
+// newTestPKI creates a CA and its two certificates; serverCN names the
+// server's.
+func newTestPKI(serverCN string) (*testPKI, error) {
 	now := time.Now()
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	caTmpl := &x509.Certificate{
-		Subject:               pkix.Name{CommonName: "shipper e2e test CA"},
+		Subject:               pkix.Name{CommonName: "shipper e2e test CA (" + serverCN + ")"},
 		NotBefore:             now.Add(-time.Hour),
 		NotAfter:              now.Add(certValidity),
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
@@ -49,9 +55,11 @@ func writeTLSFiles(dir string) error {
 		IsCA:                  true,
 		MaxPathLenZero:        true,
 	}
-	caDER, ca, err := sign(caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	p := &testPKI{}
+	var ca *x509.Certificate
+	p.caDER, ca, err = sign(caTmpl, caTmpl, &caKey.PublicKey, caKey)
 	if err != nil {
-		return fmt.Errorf("creating the test CA: %w", err)
+		return nil, fmt.Errorf("creating the test CA: %w", err)
 	}
 	leaf := func(cn string, usage x509.ExtKeyUsage, ips []net.IP, dns []string) (der, key []byte, err error) {
 		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -74,26 +82,28 @@ func writeTLSFiles(dir string) error {
 		key, err = x509.MarshalPKCS8PrivateKey(k)
 		return der, key, err
 	}
-	serverDER, serverKey, err := leaf("kafka", x509.ExtKeyUsageServerAuth, []net.IP{net.IPv4(127, 0, 0, 1)}, []string{"localhost"})
-	if err != nil {
-		return err
+	if p.serverDER, p.serverKey, err = leaf(serverCN, x509.ExtKeyUsageServerAuth, []net.IP{net.IPv4(127, 0, 0, 1)}, []string{"localhost"}); err != nil {
+		return nil, err
 	}
-	clientDER, clientKey, err := leaf(SASLUser, x509.ExtKeyUsageClientAuth, nil, nil)
-	if err != nil {
-		return err
+	if p.clientDER, p.clientKey, err = leaf(SASLUser, x509.ExtKeyUsageClientAuth, nil, nil); err != nil {
+		return nil, err
 	}
-	files := []struct {
-		name   string
-		blocks []*pem.Block
-	}{
-		{caFile, []*pem.Block{{Type: "CERTIFICATE", Bytes: caDER}}},
-		{serverFile, []*pem.Block{
-			{Type: "PRIVATE KEY", Bytes: serverKey},
-			{Type: "CERTIFICATE", Bytes: serverDER},
-			{Type: "CERTIFICATE", Bytes: caDER},
-		}},
-		{clientCertFile, []*pem.Block{{Type: "CERTIFICATE", Bytes: clientDER}}},
-		{clientKeyFile, []*pem.Block{{Type: "PRIVATE KEY", Bytes: clientKey}}},
+	return p, nil
+}
+
+// pemFile is a file of PEM blocks.
+type pemFile struct {
+	name   string
+	blocks []*pem.Block
+}
+
+func certBlock(der []byte) *pem.Block { return &pem.Block{Type: "CERTIFICATE", Bytes: der} }
+func keyBlock(der []byte) *pem.Block  { return &pem.Block{Type: "PRIVATE KEY", Bytes: der} }
+
+// writePEMFiles writes the files into dir.
+func writePEMFiles(dir string, files []pemFile) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
 	}
 	for _, f := range files {
 		var b []byte
@@ -107,6 +117,22 @@ func writeTLSFiles(dir string) error {
 		}
 	}
 	return nil
+}
+
+// writeTLSFiles creates a test CA, a server certificate for 127.0.0.1 and
+// localhost and a client certificate, both signed by the CA, in dir, as the
+// broker reads them.
+func writeTLSFiles(dir string) error {
+	p, err := newTestPKI("kafka")
+	if err != nil {
+		return err
+	}
+	return writePEMFiles(dir, []pemFile{
+		{caFile, []*pem.Block{certBlock(p.caDER)}},
+		{serverFile, []*pem.Block{keyBlock(p.serverKey), certBlock(p.serverDER), certBlock(p.caDER)}},
+		{clientCertFile, []*pem.Block{certBlock(p.clientDER)}},
+		{clientKeyFile, []*pem.Block{keyBlock(p.clientKey)}},
+	})
 }
 
 // sign creates a certificate from tmpl, signed by parent's key, with a

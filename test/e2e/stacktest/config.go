@@ -158,6 +158,17 @@ type esConfig struct {
 	TransportPort int
 	DataDir       string
 	LogsDir       string
+	// Secure turns security on: HTTPS with the certificates in the
+	// config directory's certs/, the file realm's users and a service
+	// account token (secure.go).
+	Secure bool
+}
+
+func (c esConfig) scheme() string {
+	if c.Secure {
+		return "https"
+	}
+	return "http"
 }
 
 // elasticsearchYML renders a single-node configuration bound to loopback.
@@ -165,8 +176,13 @@ func (c esConfig) elasticsearchYML() string {
 	var b bytes.Buffer
 	p := func(k string, v any) { fmt.Fprintf(&b, "%s: %v\n", k, v) }
 	b.WriteString("# Written by the shipper e2e test stack (test/e2e/stacktest); regenerated on every start.\n")
-	p("cluster.name", "shipper-stack")
-	p("node.name", "stack")
+	if c.Secure {
+		p("cluster.name", "shipper-stack-secure")
+		p("node.name", "secure")
+	} else {
+		p("cluster.name", "shipper-stack")
+		p("node.name", "stack")
+	}
 	p("path.data", strconv.Quote(c.DataDir))
 	p("path.logs", strconv.Quote(c.LogsDir))
 	p("network.host", "127.0.0.1")
@@ -175,11 +191,31 @@ func (c esConfig) elasticsearchYML() string {
 	p("discovery.type", "single-node")
 	// A nearly full disk must not make the node refuse writes.
 	p("cluster.routing.allocation.disk.threshold_enabled", false)
-	// The integ-test zip does contain the x-pack-security module, and with it
-	// security would auto-configure TLS and passwords on first start.
-	p("xpack.security.enabled", false)
 	// Let tests clean up with wildcards (DELETE /shipper-*).
 	p("action.destructive_requires_name", false)
+	if !c.Secure {
+		// The integ-test zip does contain the x-pack-security module,
+		// and with it security would auto-configure TLS and passwords on
+		// first start.
+		p("xpack.security.enabled", false)
+		return b.String()
+	}
+	p("xpack.security.enabled", true)
+	// Every security setting is given here: the first start must not
+	// generate certificates, passwords or enrollment tokens of its own.
+	p("xpack.security.autoconfiguration.enabled", false)
+	// HTTPS with the stack's certificates (paths relative to the config
+	// directory, the only place the node may read them from). Client
+	// certificates are asked for, not required, so the tests can present
+	// one or not.
+	p("xpack.security.http.ssl.enabled", true)
+	p("xpack.security.http.ssl.key", strconv.Quote(esCertsDir+"/"+esNodeKeyFile))
+	p("xpack.security.http.ssl.certificate", strconv.Quote(esCertsDir+"/"+esNodeCertFile))
+	p("xpack.security.http.ssl.certificate_authorities", strconv.Quote(esCertsDir+"/"+caFile))
+	p("xpack.security.http.ssl.client_authentication", "optional")
+	// The transport binds to loopback and the node is alone (single-node
+	// discovery): nothing reaches it, so it needs no TLS.
+	p("xpack.security.transport.ssl.enabled", false)
 	return b.String()
 }
 

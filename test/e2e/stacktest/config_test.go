@@ -1,7 +1,10 @@
 package stacktest
 
 import (
+	"bytes"
 	"context"
+	"crypto/pbkdf2"
+	"crypto/sha512"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
@@ -273,5 +276,107 @@ func TestESHealth(t *testing.T) {
 	status, code = "yellow", 200
 	if got, err := esHealth(ctx, srv.URL, true); err != nil || got != "yellow" {
 		t.Errorf("got %q, %v; want yellow, nil", got, err)
+	}
+}
+
+func TestStackEnvWithSecuredNode(t *testing.T) {
+	s := newStack("/st", map[string]int{"plaintext": 1, "sasl_plaintext": 2, "ssl": 3, "controller": 4}, "http://127.0.0.1:5")
+	s.withSecure("/st", "https://127.0.0.1:6")
+	got := s.Env()
+	want := []string{
+		"ES_URL=http://127.0.0.1:5",
+		"ES_SECURE_URL=https://127.0.0.1:6",
+		"ES_SECURE_CA=/st/elasticsearch-secure/config/certs/ca.pem",
+		"ES_SECURE_CLIENT_CERT=/st/elasticsearch-secure/config/certs/client-cert.pem",
+		"ES_SECURE_CLIENT_KEY=/st/elasticsearch-secure/config/certs/client-key.pem",
+		"ES_SECURE_USER=" + SecureESUser,
+		"ES_SECURE_PASSWORD=" + SecureESPassword,
+		"ES_SECURE_BEARER_TOKEN=" + SecureServiceToken(),
+	}
+	if len(got) < len(want) || !slices.Equal(got[len(got)-len(want):], want) {
+		t.Errorf("Env() =\n%s\nwant it to end with\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+func TestSecureElasticsearchYML(t *testing.T) {
+	got := esConfig{HTTPPort: 2001, TransportPort: 2002, DataDir: "/d", LogsDir: "/l", Secure: true}.elasticsearchYML()
+	for _, want := range []string{
+		"xpack.security.enabled: true\n",
+		"xpack.security.autoconfiguration.enabled: false\n",
+		"xpack.security.http.ssl.enabled: true\n",
+		`xpack.security.http.ssl.certificate: "certs/node.pem"` + "\n",
+		`xpack.security.http.ssl.key: "certs/node-key.pem"` + "\n",
+		`xpack.security.http.ssl.certificate_authorities: "certs/ca.pem"` + "\n",
+		"discovery.type: single-node\n",
+		"network.host: 127.0.0.1\n",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("elasticsearch.yml lacks %q:\n%s", want, got)
+		}
+	}
+	if strings.Contains(got, "xpack.security.enabled: false") {
+		t.Errorf("security off in the secured node's configuration:\n%s", got)
+	}
+}
+
+// TestSecureFiles: the secured node's files: its certificate verifies for
+// 127.0.0.1 against the CA and matches its key; the users file holds a
+// PBKDF2 hash of the password in Elasticsearch's format; the service token
+// file holds the token's; the bearer token decodes to the prefix and the
+// token's qualified name and secret.
+func TestSecureFiles(t *testing.T) {
+	conf := t.TempDir()
+	if err := writeSecureFiles(conf); err != nil {
+		t.Fatal(err)
+	}
+	certs := filepath.Join(conf, esCertsDir)
+	pair, err := tls.LoadX509KeyPair(filepath.Join(certs, esNodeCertFile), filepath.Join(certs, esNodeKeyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := httpsClient(filepath.Join(certs, caFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, _ := x509.ParseCertificate(pair.Certificate[0])
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: c.Transport.(*http.Transport).TLSClientConfig.RootCAs, DNSName: "127.0.0.1"}); err != nil {
+		t.Errorf("node certificate: %v", err)
+	}
+
+	verify := func(file, key, secret string) {
+		t.Helper()
+		b, err := os.ReadFile(filepath.Join(conf, file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		line := strings.TrimSuffix(string(b), "\n")
+		hash, ok := strings.CutPrefix(line, key+":")
+		if !ok {
+			t.Fatalf("%s = %q, want %s:<hash>", file, line, key)
+		}
+		f := strings.Split(strings.TrimPrefix(hash, "{PBKDF2}"), "$")
+		if !strings.HasPrefix(hash, "{PBKDF2}10000$") || len(f) != 3 {
+			t.Fatalf("%s: hash %q is not {PBKDF2}10000$<salt>$<key>", file, hash)
+		}
+		salt, err1 := base64.StdEncoding.DecodeString(f[1])
+		want, err2 := base64.StdEncoding.DecodeString(f[2])
+		if err1 != nil || err2 != nil || len(salt) != 32 || len(want) != 32 {
+			t.Fatalf("%s: salt %d bytes, key %d bytes (%v %v)", file, len(salt), len(want), err1, err2)
+		}
+		got, _ := pbkdf2.Key(sha512.New, secret, salt, 10000, 32)
+		if !bytes.Equal(got, want) {
+			t.Errorf("%s: the hash is not of the secret", file)
+		}
+	}
+	verify("users", SecureESUser, SecureESPassword)
+	verify("service_tokens", "elastic/fleet-server/shipper-e2e", serviceTokenSecret)
+	if b, _ := os.ReadFile(filepath.Join(conf, "users_roles")); string(b) != "superuser:"+SecureESUser+"\n" {
+		t.Errorf("users_roles = %q", b)
+	}
+
+	raw, err := base64.RawStdEncoding.DecodeString(SecureServiceToken())
+	if err != nil || !bytes.Equal(raw[:4], []byte{0, 1, 0, 1}) ||
+		string(raw[4:]) != "elastic/fleet-server/shipper-e2e:"+serviceTokenSecret {
+		t.Errorf("bearer token decodes to %q, %v", raw, err)
 	}
 }

@@ -101,6 +101,23 @@ type Stack struct {
 	KafkaTLSClientKey  string
 	ESURL              string // e.g. http://127.0.0.1:40125
 	Dir                string // state directory
+	// The secured Elasticsearch node, when it runs (UpSecure starts it;
+	// else these are empty). ESSecureURL is HTTPS, with a certificate for
+	// 127.0.0.1 and localhost signed by the CA in ESSecureCA; the node asks
+	// for (does not require) a client certificate such as
+	// ESSecureClientCert with ESSecureClientKey. ESSecureUser and
+	// ESSecurePassword log in (basic authentication; role superuser).
+	// ESSecureBearerToken is a service account token of
+	// elastic/fleet-server (Authorization: Bearer), which may write only
+	// to logs-*, metrics-* and traces-* indices. There is no API key: see
+	// secure.go.
+	ESSecureURL         string
+	ESSecureCA          string
+	ESSecureClientCert  string
+	ESSecureClientKey   string
+	ESSecureUser        string
+	ESSecurePassword    string
+	ESSecureBearerToken string
 }
 
 // newStack describes the stack in dir whose broker listens on kafkaPorts
@@ -126,9 +143,12 @@ func newStack(dir string, kafkaPorts map[string]int, esURL string) *Stack {
 // Env returns the shell-style lines `stack up` prints, KEY=value, in the
 // order of the README: KAFKA_BROKERS, KAFKA_SASL_BROKERS, KAFKA_TLS_BROKERS,
 // KAFKA_TLS_CA, KAFKA_TLS_CLIENT_CERT, KAFKA_TLS_CLIENT_KEY,
-// KAFKA_SASL_USER, KAFKA_SASL_PASSWORD, ES_URL.
+// KAFKA_SASL_USER, KAFKA_SASL_PASSWORD, ES_URL; then, while the secured
+// node runs, ES_SECURE_URL, ES_SECURE_CA, ES_SECURE_CLIENT_CERT,
+// ES_SECURE_CLIENT_KEY, ES_SECURE_USER, ES_SECURE_PASSWORD,
+// ES_SECURE_BEARER_TOKEN.
 func (s *Stack) Env() []string {
-	return []string{
+	env := []string{
 		"KAFKA_BROKERS=" + s.KafkaBrokers,
 		"KAFKA_SASL_BROKERS=" + s.KafkaSASLBrokers,
 		"KAFKA_TLS_BROKERS=" + s.KafkaTLSBrokers,
@@ -139,6 +159,18 @@ func (s *Stack) Env() []string {
 		"KAFKA_SASL_PASSWORD=" + s.KafkaSASLPassword,
 		"ES_URL=" + s.ESURL,
 	}
+	if s.ESSecureURL != "" {
+		env = append(env,
+			"ES_SECURE_URL="+s.ESSecureURL,
+			"ES_SECURE_CA="+s.ESSecureCA,
+			"ES_SECURE_CLIENT_CERT="+s.ESSecureClientCert,
+			"ES_SECURE_CLIENT_KEY="+s.ESSecureClientKey,
+			"ES_SECURE_USER="+s.ESSecureUser,
+			"ES_SECURE_PASSWORD="+s.ESSecurePassword,
+			"ES_SECURE_BEARER_TOKEN="+s.ESSecureBearerToken,
+		)
+	}
+	return env
 }
 
 // TLSConfig returns a client TLS configuration for KafkaTLSBrokers: it
@@ -186,11 +218,14 @@ type StackStatus struct {
 	StateFile     string // absent when nothing was started
 	Kafka         ServerStatus
 	Elasticsearch ServerStatus
+	// SecureElasticsearch is the secured node, started on demand
+	// (UpSecure); PID 0 when it was not. OK does not depend on it.
+	SecureElasticsearch ServerStatus
 }
 
 // ServerStatus describes one server of the stack.
 type ServerStatus struct {
-	Name      string         // "kafka" or "elasticsearch"
+	Name      string         // "kafka", "elasticsearch" or "es-secure"
 	Version   string         // version the stack started
 	PID       int            // process id (the session leader); 0 if not started
 	Running   bool           // the process is alive
@@ -211,14 +246,22 @@ func (s StackStatus) Stack() *Stack {
 	if !s.OK() {
 		return nil
 	}
-	return newStack(s.Dir, s.Kafka.Ports, s.Elasticsearch.Addr)
+	st := newStack(s.Dir, s.Kafka.Ports, s.Elasticsearch.Addr)
+	if ss := s.SecureElasticsearch; ss.Healthy {
+		st.withSecure(s.Dir, ss.Addr)
+	}
+	return st
 }
 
 // String renders the status for humans, one server per line.
 func (s StackStatus) String() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "state dir: %s\n", s.Dir)
-	for _, srv := range []ServerStatus{s.Kafka, s.Elasticsearch} {
+	servers := []ServerStatus{s.Kafka, s.Elasticsearch}
+	if s.SecureElasticsearch.PID != 0 { // started on demand only
+		servers = append(servers, s.SecureElasticsearch)
+	}
+	for _, srv := range servers {
 		switch {
 		case srv.PID == 0:
 			fmt.Fprintf(&b, "%-13s not started", srv.Name)
@@ -249,6 +292,8 @@ type state struct {
 	Layout        int         `json:"layout"`
 	Kafka         serverState `json:"kafka"`
 	Elasticsearch serverState `json:"elasticsearch"`
+	// SecureES is the secured node, once UpSecure started it.
+	SecureES *serverState `json:"secure_elasticsearch,omitempty"`
 }
 
 type serverState struct {
@@ -430,7 +475,11 @@ func Up(ctx context.Context, log io.Writer) (*Stack, error) {
 }
 
 func (st *state) stack(dir string) *Stack {
-	return newStack(dir, st.Kafka.Ports, st.Elasticsearch.Addr)
+	s := newStack(dir, st.Kafka.Ports, st.Elasticsearch.Addr)
+	if st.SecureES != nil && st.SecureES.alive() {
+		s.withSecure(dir, st.SecureES.Addr)
+	}
+	return s
 }
 
 // checkRunning returns "" if both recorded servers are alive, of the current
@@ -522,6 +571,12 @@ func kafkaMetadata(ctx context.Context, addr string, d *kafka.Dialer) error {
 // a red cluster is an error; otherwise any answer counts, so that a test
 // which left a red index behind does not make `up` restart the stack.
 func esHealth(ctx context.Context, url string, waitYellow bool) (string, error) {
+	return esHealthWith(ctx, http.DefaultClient, url, nil, waitYellow)
+}
+
+// esHealthWith is esHealth with client c, and auth (if not nil) setting
+// the request's credentials.
+func esHealthWith(ctx context.Context, c *http.Client, url string, auth func(*http.Request), waitYellow bool) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	path := "/_cluster/health"
@@ -532,7 +587,10 @@ func esHealth(ctx context.Context, url string, waitYellow bool) (string, error) 
 	if err != nil {
 		return "", err
 	}
-	resp, err := http.DefaultClient.Do(req)
+	if auth != nil {
+		auth(req)
+	}
+	resp, err := c.Do(req)
 	if err != nil {
 		return "", fmt.Errorf("Elasticsearch at %s: %w", url, err)
 	}
@@ -560,7 +618,7 @@ type started struct {
 // start starts both servers from scratch and waits until they are healthy.
 // On failure it stops whatever it started.
 func (l *layout) start(ctx context.Context, log io.Writer, java, esJava javaHome, user *runAs) (*state, error) {
-	for _, d := range []string{l.kafkaDir(), l.esDir(), l.logsDir()} {
+	for _, d := range []string{l.kafkaDir(), l.esDir(), l.esSecureDir(), l.logsDir()} {
 		if err := os.RemoveAll(d); err != nil {
 			return nil, err
 		}
@@ -799,50 +857,75 @@ func runLogged(ctx context.Context, logFile, dir string, argv, env []string) ([]
 }
 
 func (l *layout) launchES(ctx context.Context, log io.Writer, java javaHome, cfg esConfig, user *runAs) (*started, error) {
-	conf := filepath.Join(l.esDir(), "config")
-	tmp := filepath.Join(l.esDir(), "tmp")
+	return l.launchESNode(log, java, esNode{name: "Elasticsearch", dir: l.esDir(), logFile: l.esLog(), heap: esHeap, cfg: cfg}, user)
+}
+
+// esNode is one Elasticsearch node of the stack: where it lives and how it
+// is configured.
+type esNode struct {
+	name    string // for messages: "Elasticsearch"
+	dir     string // config/, data/, tmp/ (all deleted by down)
+	logFile string // its stdout and stderr
+	heap    string
+	cfg     esConfig
+	// prepare, if not nil, writes more files into the node's config
+	// directory (certificates, users) before it starts.
+	prepare func(conf string) error
+}
+
+// launchESNode writes a node's configuration into a fresh copy of the
+// distribution's config directory and starts it as user.
+func (l *layout) launchESNode(log io.Writer, java javaHome, n esNode, user *runAs) (*started, error) {
+	conf := filepath.Join(n.dir, "config")
+	tmp := filepath.Join(n.dir, "tmp")
 	if err := copyTree(filepath.Join(l.esDist(), "config"), conf); err != nil {
 		return nil, fmt.Errorf("copying the Elasticsearch config: %w", err)
 	}
-	if err := os.WriteFile(filepath.Join(conf, "elasticsearch.yml"), []byte(cfg.elasticsearchYML()), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(conf, "elasticsearch.yml"), []byte(n.cfg.elasticsearchYML()), 0o644); err != nil {
 		return nil, err
 	}
-	for _, d := range []string{cfg.DataDir, tmp, cfg.LogsDir} {
+	if n.prepare != nil {
+		if err := n.prepare(conf); err != nil {
+			return nil, fmt.Errorf("%s: %w", n.name, err)
+		}
+	}
+	for _, d := range []string{n.cfg.DataDir, tmp, n.cfg.LogsDir} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return nil, err
 		}
 	}
 	// Everything Elasticsearch writes belongs to the user it runs as.
-	if err := chownTree(l.esDir(), user); err != nil {
+	if err := chownTree(n.dir, user); err != nil {
 		return nil, err
 	}
-	if err := chownTree(cfg.LogsDir, user); err != nil {
+	if err := chownTree(n.cfg.LogsDir, user); err != nil {
 		return nil, err
 	}
 	env := serverEnv(
 		"ES_JAVA_HOME="+java.Home,
 		"ES_PATH_CONF="+conf,
 		"ES_TMPDIR="+tmp,
-		"ES_JAVA_OPTS=-Xms"+esHeap+" -Xmx"+esHeap,
+		"ES_JAVA_OPTS=-Xms"+n.heap+" -Xmx"+n.heap,
 	)
 	who := ""
 	if user != nil {
 		who = " as user " + user.Name
-		env = setEnv(env, "HOME", l.esDir())
+		env = setEnv(env, "HOME", n.dir)
 		env = setEnv(env, "USER", user.Name)
 		env = setEnv(env, "LOGNAME", user.Name)
 	}
-	fmt.Fprintf(log, "stack: starting Elasticsearch %s on http://127.0.0.1:%d (transport %d)%s\n", ESVersion, cfg.HTTPPort, cfg.TransportPort, who)
+	addr := fmt.Sprintf("%s://127.0.0.1:%d", n.cfg.scheme(), n.cfg.HTTPPort)
+	fmt.Fprintf(log, "stack: starting %s %s on %s (transport %d)%s\n", n.name, ESVersion, addr, n.cfg.TransportPort, who)
 	argv := []string{filepath.Join(l.esDist(), "bin", "elasticsearch")}
 	st := serverState{
 		Version: ESVersion,
-		Ports:   map[string]int{"http": cfg.HTTPPort, "transport": cfg.TransportPort},
-		Addr:    fmt.Sprintf("http://127.0.0.1:%d", cfg.HTTPPort),
+		Ports:   map[string]int{"http": n.cfg.HTTPPort, "transport": n.cfg.TransportPort},
+		Addr:    addr,
 	}
 	if user != nil {
 		st.User = user.Name
 	}
-	return launch("Elasticsearch", l.esLog(), l.esDir(), argv, env, user.credential(), st)
+	return launch(n.name, n.logFile, n.dir, argv, env, user.credential(), st)
 }
 
 func execCommand(ctx context.Context, argv []string, dir string, env []string) *exec.Cmd {
@@ -861,7 +944,8 @@ func setEnv(env []string, k, v string) []string {
 	return append(out, k+"="+v)
 }
 
-// stopServers stops both recorded servers (concurrently).
+// stopServers stops the recorded servers, the secured node too
+// (concurrently).
 func (l *layout) stopServers(ctx context.Context, st *state, log io.Writer) {
 	var wg sync.WaitGroup
 	stop := func(name string, s serverState, grace time.Duration) {
@@ -879,6 +963,10 @@ func (l *layout) stopServers(ctx context.Context, st *state, log io.Writer) {
 	wg.Add(2)
 	go stop("Kafka", st.Kafka, kafkaStopGrace)
 	go stop("Elasticsearch", st.Elasticsearch, esStopGrace)
+	if st.SecureES != nil {
+		wg.Add(1)
+		go stop("Elasticsearch (secured)", *st.SecureES, esStopGrace)
+	}
 	wg.Wait()
 }
 
@@ -926,7 +1014,7 @@ func Down(ctx context.Context, log io.Writer) error {
 		return err
 	}
 	var errs []error
-	for _, p := range []string{l.stateFile(), l.kafkaDir(), l.esDir()} {
+	for _, p := range []string{l.stateFile(), l.kafkaDir(), l.esDir(), l.esSecureDir()} {
 		if err := os.RemoveAll(p); err != nil {
 			errs = append(errs, err)
 		}
@@ -1001,9 +1089,10 @@ func RestartKafka(ctx context.Context, log io.Writer) error {
 func Status(ctx context.Context) (StackStatus, error) {
 	l := &layout{dir: Dir()}
 	s := StackStatus{
-		Dir:           l.dir,
-		Kafka:         ServerStatus{Name: "kafka", Problem: "not started"},
-		Elasticsearch: ServerStatus{Name: "elasticsearch", Problem: "not started"},
+		Dir:                 l.dir,
+		Kafka:               ServerStatus{Name: "kafka", Problem: "not started"},
+		Elasticsearch:       ServerStatus{Name: "elasticsearch", Problem: "not started"},
+		SecureElasticsearch: ServerStatus{Name: "es-secure", Problem: "not started"},
 	}
 	st, err := l.readState()
 	if err != nil {
@@ -1042,6 +1131,13 @@ func Status(ctx context.Context) (StackStatus, error) {
 		color, err := esHealth(ctx, url, false)
 		return "cluster " + color, err
 	})
+	if ss := st.SecureES; ss != nil {
+		wg.Add(1)
+		go one(&s.SecureElasticsearch, *ss, func(ctx context.Context, url string) (string, error) {
+			color, err := l.secureHealth(ctx, url, false)
+			return "cluster " + color + ", HTTPS", err
+		})
+	}
 	wg.Wait()
 	return s, nil
 }
