@@ -9,6 +9,18 @@ all: build
 build: ## the agent as one static binary
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/shipper ./cmd/shipper
 
+# The path deploy/systemd/shipper.service runs and the Dockerfile installs
+# to; deploy/deploy_test.go checks they agree.
+PREFIX ?= /usr/local
+IMAGE ?= shipper:dev
+
+.PHONY: install image
+install: build ## the binary to $(DESTDIR)$(PREFIX)/bin; the systemd unit: deploy/systemd/README.md
+	install -D -m 0755 $(BIN)/shipper $(DESTDIR)$(PREFIX)/bin/shipper
+
+image: ## the container image from the Dockerfile (needs a Docker engine); IMAGE=name:tag
+	docker build -t $(IMAGE) --build-arg VERSION=$$(git describe --always --dirty 2>/dev/null || echo dev) .
+
 demo: ## local stack + sample logs + the agent; DEMO_SECONDS=60 to stop by itself
 	scripts/demo
 
