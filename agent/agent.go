@@ -35,6 +35,7 @@ type Agent struct {
 	replaying sync.Mutex // held while a dead-letter replay runs
 	watchdog  *pipelineWatchdog
 	flushes   flushLog
+	recent    *recentLog // the last warnings and errors
 }
 
 // New opens the buffer and binds the API listener, so that a broken
@@ -43,6 +44,8 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	recent := &recentLog{}
+	log = slog.New(&recentHandler{next: log.Handler(), log: recent})
 	buf, err := buffer.Open(cfg.Buffer, log.With("component", "buffer"))
 	if err != nil {
 		return nil, err
@@ -62,7 +65,7 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 		buf.Close()
 		return nil, fmt.Errorf("api listener: %w", err)
 	}
-	a := &Agent{cfg: cfg, log: log, buf: buf, out: out, in: in, ln: ln, started: time.Now()}
+	a := &Agent{cfg: cfg, log: log, buf: buf, out: out, in: in, ln: ln, started: time.Now(), recent: recent}
 	a.metrics = newMetrics(metricSources{consumed: func() float64 { return float64(in.Consumed()) }, buffer: buf.Stats, input: in.Stats,
 		held: func() *HoldStatus { return a.deliver.held() }, nodes: out.Nodes, window: out.Window})
 	a.deliver = newDeliverer(buf, out, cfg.Elasticsearch, log.With("component", "deliver"), a.metrics)
@@ -222,6 +225,9 @@ type Status struct {
 	Input  kafka.Stats  `json:"input"`
 	Buffer buffer.Stats `json:"buffer"`
 	Output OutputStatus `json:"output"`
+	// RecentErrors are the last warnings and errors logged, newest first
+	// (a message repeated in a row is one entry with its count).
+	RecentErrors []LogEntry `json:"recent_errors"`
 }
 
 // OutputStatus counts documents by final outcome since start, once each,
@@ -270,5 +276,6 @@ func (a *Agent) Status() Status {
 			Window:       a.out.Window(),
 			Nodes:        nodes,
 		},
+		RecentErrors: a.recent.list(),
 	}
 }

@@ -163,16 +163,6 @@ func parseLevel(s string) (slog.Level, error) {
 	return l, nil
 }
 
-// NewLogger returns the structured logger the configuration asks for.
-func NewLogger(c LogConfig, w *os.File) *slog.Logger {
-	level, _ := parseLevel(c.Level)
-	opts := &slog.HandlerOptions{Level: level}
-	if c.Format == "text" {
-		return slog.New(slog.NewTextHandler(w, opts))
-	}
-	return slog.New(slog.NewJSONHandler(w, opts))
-}
-
 // MemoryOverhead is the memory the agent uses beyond buffer.memory_limit:
 // 32 MiB for the Go runtime and libraries, twice kafka.fetch_max_bytes for
 // fetched data (a response and the records copied out of it), badger's

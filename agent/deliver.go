@@ -207,6 +207,7 @@ func (d *deliverer) deliver(ctx context.Context, c *buffer.Chunk) {
 		return
 	}
 	d.m.final(items)
+	d.log.Debug("chunk delivered", "seq", c.Seq, "documents", len(items), "dead_lettered", len(dead))
 	if len(dead) > 0 {
 		// One line per chunk, not per document: a mapping error can
 		// reject thousands at once.

@@ -28,7 +28,7 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	log := agent.NewLogger(cfg.Log, os.Stderr)
+	log, level := agent.NewLogger(cfg.Log, os.Stderr)
 	// The buffer bounds chunk memory; the runtime's soft limit keeps the
 	// heap around it from growing between collections. An operator's
 	// GOMEMLIMIT wins.
@@ -56,12 +56,42 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer cancel()
-	wg.Add(1)
+	wg.Add(2)
 	go func() {
 		defer wg.Done()
 		flushOnSignal(ctx, a, log)
 	}()
+	go func() {
+		defer wg.Done()
+		reloadOnSignal(ctx, *path, cfg, level, log)
+	}()
 	return a.Run(ctx)
+}
+
+// reloadOnSignal re-reads the configuration file on every SIGHUP, until ctx
+// ends. It applies log.level at once and logs every other change as
+// needing a restart; a file that no longer validates changes nothing.
+// (Credentials in password_file, api_key_file and bearer_token_file, and
+// the client certificate, are re-read when they change, without a signal.)
+func reloadOnSignal(ctx context.Context, path string, running agent.Config, level *slog.LevelVar, log *slog.Logger) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+		}
+		cfg, err := agent.LoadConfig(path)
+		if err != nil {
+			log.Error("SIGHUP: the configuration file does not load; nothing changed", "file", path, "err", err)
+			continue
+		}
+		var applied, restart []string
+		running, applied, restart = agent.Reload(running, cfg, level)
+		log.Info("SIGHUP: configuration reloaded", "file", path, "applied", applied, "needs_restart", restart)
+	}
 }
 
 // flushOnSignal flushes on every SIGUSR1, as POST /api/flush does without

@@ -123,6 +123,21 @@ func printStatus(w io.Writer, st agent.Status) {
 		}
 		tw.Flush()
 	}
+	if len(st.RecentErrors) > 0 {
+		fmt.Fprintln(w, "\nrecent warnings and errors, newest first")
+		for _, e := range st.RecentErrors {
+			line := fmt.Sprintf("  %s %-5s %s: %s", e.Time.UTC().Format(time.RFC3339), e.Level, e.Component, e.Message)
+			if e.Err != "" {
+				line += ": " + e.Err
+			} else if e.Reason != "" {
+				line += ": " + e.Reason
+			}
+			if e.Count > 1 {
+				line += fmt.Sprintf(" (×%d)", e.Count)
+			}
+			fmt.Fprintln(w, line)
+		}
+	}
 }
 
 // human writes a byte count with a binary unit, one decimal.

@@ -13,10 +13,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/shipper-agent/shipper/test/e2e/stacktest"
 )
 
 // agentOpts are the settings a test varies; the rest is fixed by
@@ -181,6 +184,7 @@ func startAgent(t *testing.T, o agentOpts) *agentProc {
 			cmd.Process.Kill()
 			<-a.done
 		}
+		a.requireNoSecretLogged(o)
 		if t.Failed() {
 			a.dumpLog()
 		}
@@ -206,6 +210,32 @@ func startAgent(t *testing.T, o agentOpts) *agentProc {
 		if time.Now().After(deadline) {
 			a.dumpLog()
 			t.Fatal("agent API did not answer within 30s")
+		}
+	}
+}
+
+// requireNoSecretLogged fails the test if any line the agent logged holds
+// a secret: the stack's passwords and tokens, and every value the test
+// gave the agent in a variable named like a secret. Every e2e test that
+// starts an agent runs it.
+func (a *agentProc) requireNoSecretLogged(o agentOpts) {
+	secrets := []string{stacktest.SASLPassword, stacktest.SecureESPassword, stacktest.SecureServiceToken()}
+	for _, kv := range o.Env {
+		name, value, _ := strings.Cut(kv, "=")
+		if len(value) >= 6 && regexp.MustCompile(`(?i)password|token|secret|key`).MatchString(name) {
+			secrets = append(secrets, value)
+		}
+	}
+	b, err := os.ReadFile(a.logPath)
+	if err != nil {
+		a.t.Errorf("read the agent's log to check it for secrets: %v", err)
+		return
+	}
+	for i, line := range strings.Split(string(b), "\n") {
+		for _, s := range secrets {
+			if strings.Contains(line, s) {
+				a.t.Errorf("the agent logged a secret (%s…) on line %d of %s", s[:3], i+1, a.logPath)
+			}
 		}
 	}
 }

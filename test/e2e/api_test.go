@@ -6,8 +6,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"os"
 	"regexp"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -114,4 +116,60 @@ func TestFlushAgainstStack(t *testing.T) {
 	}
 	waitCommittedAtEnd(t, o.Group, topic, partitions)
 	assertExactlyOnce(t, topic, topic, partitions, n+more)
+}
+
+// TestSIGHUPReload: SIGHUP re-reads the configuration file. The log level
+// changes at once (debug lines appear); a changed node list is reported as
+// needing a restart, and a file that no longer loads changes nothing.
+func TestSIGHUPReload(t *testing.T) {
+	topic := newTopic(t, 1)
+	o := agentOpts{Topic: topic, Group: topic, Index: topic, DataDir: t.TempDir()}
+	a := startAgent(t, o)
+	defer a.stop(20 * time.Second)
+	produce(t, topic, 0, 100)
+	waitFor(t, time.Minute, "the first records indexed", func() (bool, string) {
+		got := esCount(t, topic)
+		return got == 100, fmt.Sprintf("%d indexed", got)
+	})
+	if line := a.lastLogLine(`"level":"DEBUG"`); line != "" {
+		t.Fatalf("a debug line at level info: %s", line)
+	}
+	cfg, err := os.ReadFile(a.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	edited := strings.Replace(string(cfg), `level  = "info"`, `level  = "debug"`, 1)
+	edited = strings.Replace(edited, "urls  = [", `urls  = ["http://127.0.0.1:1", `, 1)
+	if edited == string(cfg) {
+		t.Fatal("the test could not edit the configuration")
+	}
+	hup := func() map[string]any {
+		t.Helper()
+		before := a.lastLogLine("SIGHUP")
+		if err := a.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+		var line map[string]any
+		waitFor(t, 10*time.Second, "the reload logged", func() (bool, string) {
+			l := a.lastLogLine("SIGHUP")
+			return l != before && json.Unmarshal([]byte(l), &line) == nil, l
+		})
+		return line
+	}
+	os.WriteFile(a.config, []byte(edited), 0o644)
+	line := hup()
+	if fmt.Sprint(line["applied"]) != "[log.level]" || fmt.Sprint(line["needs_restart"]) != "[elasticsearch.urls]" {
+		t.Fatalf("reload: %v, want log.level applied and elasticsearch.urls needing a restart", line)
+	}
+	produce(t, topic, 100, 100)
+	waitFor(t, time.Minute, "a debug line once the level is debug", func() (bool, string) {
+		return a.lastLogLine(`"msg":"chunk delivered"`) != "", "no chunk delivered line"
+	})
+
+	os.WriteFile(a.config, []byte(edited+"\nbogus {\n"), 0o644)
+	if line := hup(); line["level"] != "ERROR" || !strings.Contains(fmt.Sprint(line["msg"]), "nothing changed") {
+		t.Fatalf("reload of a broken file: %v", line)
+	}
+	waitCommittedAtEnd(t, o.Group, topic, 1)
+	assertExactlyOnce(t, topic, topic, 1, 200)
 }

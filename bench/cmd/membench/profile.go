@@ -54,7 +54,8 @@ func profileAgent(ctx context.Context, tmp, broker, topic string, limit shipper.
 		return nil, err
 	}
 	defer logFile.Close()
-	a, err := agent.New(cfg, agent.NewLogger(cfg.Log, logFile))
+	log, _ := agent.NewLogger(cfg.Log, logFile)
+	a, err := agent.New(cfg, log)
 	if err != nil {
 		return nil, err
 	}
