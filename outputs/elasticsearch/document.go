@@ -54,7 +54,7 @@ func appendDocument(dst []byte, r *shipper.Record) []byte {
 	valid := utf8.Valid(r.Value)
 	v := bytes.TrimSpace(r.Value)
 	if valid && len(v) > 0 && v[0] == '{' && json.Valid(v) {
-		if bytes.ContainsAny(v, "\r\n") {
+		if bytes.IndexByte(v, '\n') >= 0 || bytes.IndexByte(v, '\r') >= 0 { // IndexByte is vectorised; ContainsAny is not
 			// A bulk body is newline-delimited: a pretty-printed object
 			// would split into several lines.
 			var c bytes.Buffer
@@ -93,30 +93,63 @@ func appendTimestamp(dst []byte, t time.Time) []byte {
 }
 
 // hasTopLevelKey reports whether the JSON object obj has the key at its top
-// level. obj must be valid JSON. Most records lack the key's text entirely,
-// so the full parse runs only when the bytes contain it somewhere.
+// level. obj must be valid JSON (the caller checked it). Most records lack
+// the key's text entirely, so the scan runs only when the bytes contain its
+// tail somewhere (the tail: a key may escape its first character, as
+// "\u0040timestamp"). The scan walks the object once, skipping strings and
+// nested values, and compares each top-level key, unescaping only a key
+// that has escapes (Elasticsearch reads "\u0040timestamp" as @timestamp).
 func hasTopLevelKey(obj []byte, key string) bool {
-	if !bytes.Contains(obj, []byte(`"`+key+`"`)) {
+	if !bytes.Contains(obj, []byte(key[min(1, len(key)-1):])) {
 		return false
 	}
-	dec := json.NewDecoder(bytes.NewReader(obj))
-	if _, err := dec.Token(); err != nil { // '{'
-		return false
-	}
-	for dec.More() {
-		t, err := dec.Token()
-		if err != nil {
-			return false
-		}
-		if k, _ := t.(string); k == key {
-			return true
-		}
-		var skip json.RawMessage
-		if err := dec.Decode(&skip); err != nil {
-			return false
+	depth := 0
+	expectKey := false // at depth 1, the next string is a key
+	for i := 0; i < len(obj); i++ {
+		switch c := obj[i]; c {
+		case '"':
+			end, escaped := stringEnd(obj, i)
+			if depth == 1 && expectKey {
+				raw := obj[i+1 : end]
+				if !escaped && string(raw) == key {
+					return true
+				}
+				if escaped {
+					var k string
+					if json.Unmarshal(obj[i:end+1], &k) == nil && k == key {
+						return true
+					}
+				}
+				expectKey = false
+			}
+			i = end
+		case '{':
+			depth++
+			expectKey = depth == 1
+		case '[':
+			depth++
+		case '}', ']':
+			depth--
+		case ',':
+			expectKey = depth == 1
 		}
 	}
 	return false
+}
+
+// stringEnd returns the index of the quote closing the JSON string that
+// opens at obj[start], and whether the string has escapes.
+func stringEnd(obj []byte, start int) (end int, escaped bool) {
+	for i := start + 1; i < len(obj); i++ {
+		switch obj[i] {
+		case '\\':
+			escaped = true
+			i++
+		case '"':
+			return i, escaped
+		}
+	}
+	return len(obj) - 1, escaped
 }
 
 // metadata adds a record's Kafka metadata to its document
