@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/shipper-agent/shipper"
@@ -22,10 +23,12 @@ import (
 //	      ▲                       │
 //	      └──── Watermarks ───────┘  (offsets committed only once delivered)
 type Agent struct {
-	cfg     Config
-	log     *slog.Logger
-	buf     *buffer.Buffer
-	out     *elasticsearch.Output
+	cfg Config
+	log *slog.Logger
+	buf *buffer.Buffer
+	// outp is the Elasticsearch output; a reload of the elasticsearch
+	// block replaces it (output, Reload).
+	outp    atomic.Pointer[elasticsearch.Output]
 	in      *kafka.Input
 	deliver *deliverer
 	metrics *metrics
@@ -36,6 +39,23 @@ type Agent struct {
 	watchdog  *pipelineWatchdog
 	flushes   flushLog
 	recent    *recentLog // the last warnings and errors
+	workers   *workerGroup
+
+	reloadMu sync.Mutex     // serialises reloads with the start and the stop of the workers
+	stopping bool           // set when shutdown begins: reloads change nothing
+	stopped  chan struct{}  // closed when shutdown begins
+	retiring sync.WaitGroup // outputs replaced by a reload, until closed
+}
+
+// output returns the Elasticsearch output in use.
+func (a *Agent) output() *elasticsearch.Output { return a.outp.Load() }
+
+// currentOutput sends through the output in use at each call, so that the
+// delivery workers of a new generation use a reloaded output.
+type currentOutput struct{ a *Agent }
+
+func (c currentOutput) Send(ctx context.Context, recs []*shipper.Record) ([]elasticsearch.ItemResult, error) {
+	return c.a.output().Send(ctx, recs)
 }
 
 // New opens the buffer and binds the API listener, so that a broken
@@ -65,10 +85,13 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 		buf.Close()
 		return nil, fmt.Errorf("api listener: %w", err)
 	}
-	a := &Agent{cfg: cfg, log: log, buf: buf, out: out, in: in, ln: ln, started: time.Now(), recent: recent}
+	a := &Agent{cfg: cfg, log: log, buf: buf, in: in, ln: ln, started: time.Now(), recent: recent,
+		workers: &workerGroup{n: cfg.Elasticsearch.MaxInFlight}, stopped: make(chan struct{})}
+	a.outp.Store(out)
 	a.metrics = newMetrics(metricSources{consumed: func() float64 { return float64(in.Consumed()) }, buffer: buf.Stats, input: in.Stats,
-		held: func() *HoldStatus { return a.deliver.held() }, nodes: out.Nodes, window: out.Window})
-	a.deliver = newDeliverer(buf, out, cfg.Elasticsearch, log.With("component", "deliver"), a.metrics)
+		held: func() *HoldStatus { return a.deliver.held() }, nodes: func() ([]elasticsearch.NodeStatus, elasticsearch.PoolStats) { return a.output().Nodes() },
+		window: func() elasticsearch.WindowStats { return a.output().Window() }})
+	a.deliver = newDeliverer(buf, currentOutput{a}, cfg.Elasticsearch, log.With("component", "deliver"), a.metrics)
 	a.watchdog = &pipelineWatchdog{timeout: cfg.Elasticsearch.PipelineStallTimeout, lastProgress: a.deliver.lastProgress,
 		waiting: a.deliveryWaiting, log: log.With("component", "watchdog")}
 	return a, nil
@@ -107,13 +130,16 @@ func (a *Agent) Run(ctx context.Context) error {
 	go func() { inputDone <- a.in.Run(inputCtx) }()
 
 	var runErr error
-	workers := &workerGroup{d: a.deliver, n: a.cfg.Elasticsearch.MaxInFlight}
+	workers := a.workers
+	workers.d = a.deliver
 	if err := a.checkElasticsearch(ctx); err != nil {
 		runErr = err
 	} else {
+		a.reloadMu.Lock()
 		workers.start()
+		a.reloadMu.Unlock()
 	}
-	a.watchdog.restart = workers.restart
+	a.watchdog.restart = func() { workers.restart() }
 	watchCtx, stopWatch := context.WithCancel(context.Background())
 	wg.Add(1)
 	go func() {
@@ -130,6 +156,10 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 	}
 
+	a.reloadMu.Lock()
+	a.stopping = true // no reload replaces the output from here on
+	close(a.stopped)
+	a.reloadMu.Unlock()
 	deadline := time.Now().Add(a.cfg.ShutdownTimeout)
 	a.log.Info("shutting down", "timeout", a.cfg.ShutdownTimeout.String())
 	a.in.StopFetching()
@@ -165,7 +195,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	_ = srv.Shutdown(shutCtx)
 	cancelShut()
 	wg.Wait()
-	a.out.Close()
+	a.retiring.Wait()
+	a.output().Close()
 	if err := a.buf.Close(); err != nil {
 		return fmt.Errorf("close buffer: %w", err)
 	}
@@ -180,7 +211,7 @@ func (a *Agent) Run(ctx context.Context) error {
 func (a *Agent) checkElasticsearch(ctx context.Context) error {
 	checkCtx, cancel := context.WithTimeout(ctx, a.cfg.Elasticsearch.StartupTimeout)
 	defer cancel()
-	info, err := a.out.Check(checkCtx)
+	info, err := a.output().Check(checkCtx)
 	switch {
 	case errors.Is(err, elasticsearch.ErrIncompatible):
 		a.log.Error("elasticsearch start-up check failed; not delivering, stopping", "err", err)
@@ -205,7 +236,7 @@ func (a *Agent) deliveryWaiting() bool {
 	if a.buf.Stats().DiskChunks == 0 {
 		return false
 	}
-	nodes, _ := a.out.Nodes()
+	nodes, _ := a.output().Nodes()
 	for _, n := range nodes {
 		if n.State == "alive" {
 			return true
@@ -257,7 +288,7 @@ var Version = "dev"
 
 // Status returns the agent's current state.
 func (a *Agent) Status() Status {
-	nodes, _ := a.out.Nodes()
+	nodes, _ := a.output().Nodes()
 	return Status{
 		Version:  Version,
 		Uptime:   time.Since(a.started).Round(time.Second).String(),
@@ -272,8 +303,8 @@ func (a *Agent) Status() Status {
 			DeadLettered: int64(counterValue(a.metrics.deadLettered)),
 			Retries:      int64(counterValue(a.metrics.retries)),
 			Held:         a.deliver.held(),
-			BulkLimit:    a.out.BulkLimit(),
-			Window:       a.out.Window(),
+			BulkLimit:    a.output().BulkLimit(),
+			Window:       a.output().Window(),
 			Nodes:        nodes,
 		},
 		RecentErrors: a.recent.list(),

@@ -119,7 +119,7 @@ func (a *Agent) handleHealth(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusServiceUnavailable, Health{Status: "held", Held: h})
 		return
 	}
-	if err := a.out.Problem(); err != nil {
+	if err := a.output().Problem(); err != nil {
 		writeJSON(w, http.StatusServiceUnavailable, Health{Status: "output_failing", Reason: err.Error()})
 		return
 	}
@@ -152,7 +152,7 @@ func (a *Agent) handleReady(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusServiceUnavailable, Health{Status: "starting", Reason: "the Kafka input has not joined its consumer group yet"})
 		return
 	}
-	nodes, _ := a.out.Nodes()
+	nodes, _ := a.output().Nodes()
 	if !slices.ContainsFunc(nodes, func(n elasticsearch.NodeStatus) bool { return n.State == "alive" }) {
 		writeJSON(w, http.StatusServiceUnavailable, Health{Status: "no_live_node", Reason: "no Elasticsearch node is alive; dead nodes are probed"})
 		return

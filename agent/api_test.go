@@ -379,14 +379,14 @@ func TestAPIHealthUntrustedCertificate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { a.out.Close(); a.ln.Close(); a.buf.Close() })
+	t.Cleanup(func() { a.output().Close(); a.ln.Close(); a.buf.Close() })
 	h := a.handler()
 	if code, body := call(t, h, "GET", "/api/health"); code != 200 {
 		t.Fatalf("health before any request: %d %s", code, body)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if _, err := a.out.Send(ctx, []*shipper.Record{{Topic: "t", Value: []byte("x")}}); err == nil {
+	if _, err := a.output().Send(ctx, []*shipper.Record{{Topic: "t", Value: []byte("x")}}); err == nil {
 		t.Fatal("a send to an untrusted node succeeded")
 	}
 	code, body := call(t, h, "GET", "/api/health")

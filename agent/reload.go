@@ -1,37 +1,98 @@
 package agent
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"reflect"
 	"slices"
 	"strings"
+	"time"
+
+	"github.com/shipper-agent/shipper/outputs/elasticsearch"
 )
 
-// Reload compares a configuration read again (on SIGHUP) with the running
-// one. It applies what can change while the agent runs, log.level, and
-// returns the configuration now in effect, the settings it applied and the
-// settings that changed but need a restart, named as in the file
-// ("elasticsearch.urls"). Values are never returned: some are secrets.
-func Reload(running, next Config, level *slog.LevelVar) (effective Config, applied, restart []string) {
-	was, now := settings(running), settings(next)
-	effective = running
-	for _, name := range changed(was, now) {
-		switch name {
-		case "log.level":
-			l, err := parseLevel(next.Log.Level)
-			if err != nil { // validated already; kept for safety
+// restartOnly are the elasticsearch settings a reload does not apply: the
+// number of delivery workers (and the memory sized for them), what only the
+// start-up check uses, and what the delivery loop and the pipeline
+// watchdog were built with.
+var restartOnly = map[string]bool{
+	"elasticsearch.max_in_flight": true, "elasticsearch.startup_timeout": true,
+	"elasticsearch.template_file": true, "elasticsearch.template_name": true,
+	"elasticsearch.pipeline_stall_timeout": true, "elasticsearch.retry_initial_backoff": true,
+	"elasticsearch.retry_max_backoff": true, "elasticsearch.max_item_attempts": true,
+}
+
+// Reload applies a configuration read again (on SIGHUP) to the running
+// agent, as far as it can while running: log.level at once, and the
+// elasticsearch block (nodes, credentials, TLS, index, timeouts...) by
+// replacing the output: the delivery workers restart on the new one (a
+// chunk being sent goes back to the buffer and is sent again, its
+// documents found already indexed), and the old one is closed once its
+// workers returned. It returns the settings applied and those that changed
+// but need a restart, named as in the file ("elasticsearch.urls"); values
+// are never returned, some are secrets. An elasticsearch block the output
+// refuses is an error, and nothing of that block changes.
+func (a *Agent) Reload(next Config, level *slog.LevelVar) (applied, restart []string, err error) {
+	a.reloadMu.Lock()
+	defer a.reloadMu.Unlock()
+	var esChanged []string
+	for _, name := range changed(settings(a.cfg), settings(next)) {
+		switch {
+		case name == "log.level":
+			l, perr := parseLevel(next.Log.Level)
+			if perr != nil { // validated already
 				restart = append(restart, name)
 				continue
 			}
 			level.Set(l)
-			effective.Log.Level = next.Log.Level
+			a.cfg.Log.Level = next.Log.Level
 			applied = append(applied, name)
+		case strings.HasPrefix(name, "elasticsearch.") && !restartOnly[name]:
+			esChanged = append(esChanged, name)
 		default:
 			restart = append(restart, name)
 		}
 	}
-	return effective, applied, restart
+	if len(esChanged) == 0 {
+		return applied, restart, nil
+	}
+	if a.stopping {
+		return applied, append(restart, esChanged...), errors.New("shutting down: the elasticsearch block is not reloaded")
+	}
+	es := next.Elasticsearch
+	cur := a.cfg.Elasticsearch
+	es.MaxInFlight, es.StartupTimeout, es.TemplateFile, es.TemplateName = cur.MaxInFlight, cur.StartupTimeout, cur.TemplateFile, cur.TemplateName
+	es.PipelineStallTimeout, es.RetryInitialBackoff, es.RetryMaxBackoff, es.MaxItemAttempts =
+		cur.PipelineStallTimeout, cur.RetryInitialBackoff, cur.RetryMaxBackoff, cur.MaxItemAttempts
+	out, err := elasticsearch.New(es, a.log.With("component", "elasticsearch"))
+	if err != nil {
+		return applied, append(restart, esChanged...), fmt.Errorf("reload the elasticsearch block: %w", err)
+	}
+	old := a.outp.Swap(out)
+	a.cfg.Elasticsearch = es
+	var prev <-chan struct{}
+	if a.workers.started() {
+		prev = a.workers.restart()
+	}
+	a.retiring.Add(1)
+	go func() {
+		defer a.retiring.Done()
+		// The old output serves its workers until they returned (a
+		// cancelled send returns at once; a wedged one is not waited
+		// for past the longest request), or, before the workers ever
+		// started, the start-up check, until shutdown.
+		if prev == nil {
+			<-a.stopped
+		} else {
+			select {
+			case <-prev:
+			case <-time.After(2*cur.RequestTimeout + 10*time.Second):
+			}
+		}
+		old.Close()
+	}()
+	return append(applied, esChanged...), restart, nil
 }
 
 // changed returns the names whose values differ, sorted.

@@ -17,32 +17,52 @@ type workerGroup struct {
 
 	mu     sync.Mutex
 	cancel context.CancelFunc
+	gen    chan struct{}  // closed when the current generation's workers all returned
 	wg     sync.WaitGroup // the workers of every generation
 }
 
 // start starts a generation of n workers.
 func (g *workerGroup) start() {
 	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
 	g.mu.Lock()
-	g.cancel = cancel
+	g.cancel, g.gen = cancel, done
 	g.mu.Unlock()
+	var gen sync.WaitGroup
 	for range g.n {
 		g.wg.Add(1)
+		gen.Add(1)
 		go func() {
 			defer g.wg.Done()
+			defer gen.Done()
 			g.d.run(ctx)
 		}()
 	}
+	g.wg.Add(1)
+	go func() {
+		defer g.wg.Done()
+		gen.Wait()
+		close(done)
+	}()
+}
+
+// started reports whether a generation was started.
+func (g *workerGroup) started() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.cancel != nil
 }
 
 // restart cancels the current generation, without waiting for it (a wedged
-// worker may never return), and starts a new one.
-func (g *workerGroup) restart() {
+// worker may never return), and starts a new one. The channel it returns is
+// closed once the cancelled generation's workers all returned.
+func (g *workerGroup) restart() <-chan struct{} {
 	g.mu.Lock()
-	cancel := g.cancel
+	cancel, prev := g.cancel, g.gen
 	g.mu.Unlock()
 	cancel()
 	g.start()
+	return prev
 }
 
 // stop cancels the workers and waits for them until the deadline; it

@@ -63,17 +63,18 @@ func runCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	}()
 	go func() {
 		defer wg.Done()
-		reloadOnSignal(ctx, *path, cfg, level, log)
+		reloadOnSignal(ctx, *path, a, level, log)
 	}()
 	return a.Run(ctx)
 }
 
 // reloadOnSignal re-reads the configuration file on every SIGHUP, until ctx
-// ends. It applies log.level at once and logs every other change as
-// needing a restart; a file that no longer validates changes nothing.
-// (Credentials in password_file, api_key_file and bearer_token_file, and
-// the client certificate, are re-read when they change, without a signal.)
-func reloadOnSignal(ctx context.Context, path string, running agent.Config, level *slog.LevelVar, log *slog.Logger) {
+// ends, and applies what it can (agent.Agent.Reload: log.level and the
+// elasticsearch block); other changes are logged as needing a restart, and
+// a file that no longer validates changes nothing. (Credentials in
+// password_file, api_key_file and bearer_token_file, and the client
+// certificate, are re-read when they change, without a signal.)
+func reloadOnSignal(ctx context.Context, path string, a *agent.Agent, level *slog.LevelVar, log *slog.Logger) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -88,8 +89,11 @@ func reloadOnSignal(ctx context.Context, path string, running agent.Config, leve
 			log.Error("SIGHUP: the configuration file does not load; nothing changed", "file", path, "err", err)
 			continue
 		}
-		var applied, restart []string
-		running, applied, restart = agent.Reload(running, cfg, level)
+		applied, restart, err := a.Reload(cfg, level)
+		if err != nil {
+			log.Error("SIGHUP: configuration partly reloaded", "file", path, "applied", applied, "needs_restart", restart, "err", err)
+			continue
+		}
 		log.Info("SIGHUP: configuration reloaded", "file", path, "applied", applied, "needs_restart", restart)
 	}
 }

@@ -119,8 +119,11 @@ func TestFlushAgainstStack(t *testing.T) {
 }
 
 // TestSIGHUPReload: SIGHUP re-reads the configuration file. The log level
-// changes at once (debug lines appear); a changed node list is reported as
-// needing a restart, and a file that no longer loads changes nothing.
+// changes at once (debug lines appear) and a new node list takes over (the
+// documents produced after it go through the new node, a front to the
+// same Elasticsearch); a changed buffer setting is reported as needing a
+// restart, and a file that no longer loads changes nothing. Every record is
+// indexed exactly once across the switch.
 func TestSIGHUPReload(t *testing.T) {
 	topic := newTopic(t, 1)
 	o := agentOpts{Topic: topic, Group: topic, Index: topic, DataDir: t.TempDir()}
@@ -138,9 +141,11 @@ func TestSIGHUPReload(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	front := newESFront(t)
 	edited := strings.Replace(string(cfg), `level  = "info"`, `level  = "debug"`, 1)
-	edited = strings.Replace(edited, "urls  = [", `urls  = ["http://127.0.0.1:1", `, 1)
-	if edited == string(cfg) {
+	edited = strings.Replace(edited, fmt.Sprintf("urls  = [%q]", stack.ESURL), fmt.Sprintf("urls  = [%q]", front.URL), 1)
+	edited = strings.Replace(edited, `memory_limit   = "64MiB"`, `memory_limit   = "96MiB"`, 1)
+	if strings.Count(edited, "debug")+strings.Count(edited, front.URL)+strings.Count(edited, "96MiB") != 3 {
 		t.Fatal("the test could not edit the configuration")
 	}
 	hup := func() map[string]any {
@@ -158,13 +163,28 @@ func TestSIGHUPReload(t *testing.T) {
 	}
 	os.WriteFile(a.config, []byte(edited), 0o644)
 	line := hup()
-	if fmt.Sprint(line["applied"]) != "[log.level]" || fmt.Sprint(line["needs_restart"]) != "[elasticsearch.urls]" {
-		t.Fatalf("reload: %v, want log.level applied and elasticsearch.urls needing a restart", line)
+	if fmt.Sprint(line["applied"]) != "[log.level elasticsearch.urls]" || fmt.Sprint(line["needs_restart"]) != "[buffer.memory_limit]" {
+		t.Fatalf("reload: %v, want log.level and elasticsearch.urls applied, buffer.memory_limit needing a restart", line)
 	}
 	produce(t, topic, 100, 100)
-	waitFor(t, time.Minute, "a debug line once the level is debug", func() (bool, string) {
-		return a.lastLogLine(`"msg":"chunk delivered"`) != "", "no chunk delivered line"
+	waitFor(t, time.Minute, "the new records indexed through the new node", func() (bool, string) {
+		got := esCount(t, topic)
+		return got == 200 && front.bulks.Load() > 0, fmt.Sprintf("%d indexed, %d bulk requests through the new node", got, front.bulks.Load())
 	})
+	if a.lastLogLine(`"msg":"chunk delivered"`) == "" {
+		t.Error("no debug line after the level changed to debug")
+	}
+	var st struct {
+		Output struct {
+			Nodes []struct {
+				URL string `json:"url"`
+			} `json:"nodes"`
+		} `json:"output"`
+	}
+	a.getJSON("GET", "/api/status", &st)
+	if len(st.Output.Nodes) != 1 || st.Output.Nodes[0].URL != front.URL {
+		t.Errorf("nodes after the reload: %+v, want only %s", st.Output.Nodes, front.URL)
+	}
 
 	os.WriteFile(a.config, []byte(edited+"\nbogus {\n"), 0o644)
 	if line := hup(); line["level"] != "ERROR" || !strings.Contains(fmt.Sprint(line["msg"]), "nothing changed") {

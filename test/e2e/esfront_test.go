@@ -39,6 +39,7 @@ type esFront struct {
 
 	tooLarge     atomic.Int64 // 413s answered
 	unauthorized atomic.Int64 // 401s answered
+	bulks        atomic.Int64 // bulk requests received
 }
 
 type injectedError struct {
@@ -100,6 +101,9 @@ func (f *esFront) serve(w http.ResponseWriter, r *http.Request) {
 	f.mu.Lock()
 	maxLen, user, password, failing := f.maxLen, f.user, f.password, len(f.fails) > 0
 	f.mu.Unlock()
+	if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/_bulk") {
+		f.bulks.Add(1)
+	}
 
 	if maxLen > 0 && r.ContentLength > maxLen {
 		// Nothing of the body is read; the server closes the connection
