@@ -1,13 +1,15 @@
 # shipper: the two commands are `make demo` and `make test`.
 GO ?= go
 BIN := bin
+# What `shipper version` prints: the commit, "-dirty" with local changes.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
 .PHONY: all build demo test vet unit e2e stack-up stack-down clean
 
 all: build
 
 build: ## the agent as one static binary
-	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/shipper ./cmd/shipper
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-X github.com/shipper-agent/shipper/agent.Version=$(VERSION)" -o $(BIN)/shipper ./cmd/shipper
 
 # The path deploy/systemd/shipper.service runs and the Dockerfile installs
 # to; deploy/deploy_test.go checks they agree.

@@ -217,7 +217,8 @@ func (a *Agent) checkElasticsearch(ctx context.Context) error {
 		a.log.Error("elasticsearch start-up check failed; not delivering, stopping", "err", err)
 		return fmt.Errorf("elasticsearch start-up check: %w", err)
 	case errors.Is(err, elasticsearch.ErrCredentials):
-		a.log.Error("elasticsearch refused the credentials at start; delivery holds until they are accepted", "err", err)
+		a.log.Error("elasticsearch refused the start-up check (401: delivery holds until the credentials are accepted; "+
+			"403: a privilege the check needs is missing, and the template, if any, was not installed)", "err", err)
 	case errors.Is(err, elasticsearch.ErrTLS):
 		a.log.Error("elasticsearch TLS failed at start; sends wait until a node's certificate verifies "+
 			"(tls.ca_file and server_name are read at start: after fixing them, restart)", "err", err)

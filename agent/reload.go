@@ -85,8 +85,11 @@ func (a *Agent) Reload(next Config, level *slog.LevelVar) (applied, restart []st
 		if prev == nil {
 			<-a.stopped
 		} else {
+			// Shutdown does not wait for it: its workers were cancelled
+			// at the switch already.
 			select {
 			case <-prev:
+			case <-a.stopped:
 			case <-time.After(2*cur.RequestTimeout + 10*time.Second):
 			}
 		}

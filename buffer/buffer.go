@@ -1037,14 +1037,14 @@ func sortRanges(r []OffsetRange) {
 type badgerLogger struct{ l *slog.Logger }
 
 func (l badgerLogger) Errorf(f string, a ...any) {
-	l.l.Error(fmt.Sprintf(f, a...), "component", "badger")
+	l.l.Error(fmt.Sprintf(f, a...), "library", "badger")
 }
 func (l badgerLogger) Warningf(f string, a ...any) {
-	l.l.Warn(fmt.Sprintf(f, a...), "component", "badger")
+	l.l.Warn(fmt.Sprintf(f, a...), "library", "badger")
 }
 func (l badgerLogger) Infof(f string, a ...any) {
-	l.l.Debug(fmt.Sprintf(f, a...), "component", "badger")
+	l.l.Debug(fmt.Sprintf(f, a...), "library", "badger")
 }
 func (l badgerLogger) Debugf(f string, a ...any) {
-	l.l.Debug(fmt.Sprintf(f, a...), "component", "badger")
+	l.l.Debug(fmt.Sprintf(f, a...), "library", "badger")
 }

@@ -30,7 +30,8 @@ type Config struct {
 	Compression string `hcl:"compression,optional"`
 	// MinFreeSpace is the free space the buffer leaves on its filesystem:
 	// below it appends block, as at disk_limit, so that a disk filled by
-	// anything else never makes a write fail half-way. At least 64MiB.
+	// anything else never makes a write fail half-way. At least 112MiB
+	// (minFreeFloor: badger maps value-log files at twice their size).
 	// Default 256MiB.
 	MinFreeSpace shipper.ByteSize `hcl:"min_free_space,optional"`
 	// DeadLetter configures the dead-letter store, which lives in Dir. The

@@ -225,11 +225,15 @@ func makeDryRun(t *testing.T, target string) []string {
 	for _, kv := range os.Environ() {
 		name, _, _ := strings.Cut(kv, "=")
 		switch name {
-		case "PREFIX", "DESTDIR", "GO", "BIN", "IMAGE", "MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEFILES":
+		case "PREFIX", "DESTDIR", "GO", "BIN", "IMAGE", "MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEFILES", "VERSION":
 			continue
 		}
 		cmd.Env = append(cmd.Env, kv)
 	}
+	// The version is stamped from git in the Makefile and from the
+	// VERSION build argument in the Dockerfile: the same flag, compared
+	// with the Dockerfile's own spelling of the value.
+	cmd.Args = append(cmd.Args, "VERSION=$${VERSION}") // make reads $$ as $
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("make -n %s: %v\n%s", target, err, out)

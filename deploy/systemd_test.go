@@ -159,21 +159,25 @@ func TestSystemdUnitFitsConfig(t *testing.T) {
 
 	// What issue 10 asks of the unit, and what makes it safe to run.
 	for key, want := range map[string]string{
-		"Restart":                  "on-failure",
-		"KillSignal":               "SIGTERM",
-		"NoNewPrivileges":          "yes",
-		"ProtectSystem":            "strict",
-		"ProtectHome":              "yes",
-		"PrivateTmp":               "yes",
-		"DynamicUser":              "yes",
-		"CapabilityBoundingSet":    "",
-		"RestrictAddressFamilies":  "AF_INET AF_INET6 AF_UNIX",
-		"EnvironmentFile":          "-/etc/shipper/shipper.env",
-		"RestartPreventExitStatus": "2",
+		"Restart":                 "on-failure",
+		"KillSignal":              "SIGTERM",
+		"NoNewPrivileges":         "yes",
+		"ProtectSystem":           "strict",
+		"ProtectHome":             "yes",
+		"PrivateTmp":              "yes",
+		"DynamicUser":             "yes",
+		"CapabilityBoundingSet":   "",
+		"RestrictAddressFamilies": "AF_INET AF_INET6 AF_UNIX",
+		"EnvironmentFile":         "-/etc/shipper/shipper.env",
 	} {
 		if got, ok := u.last("Service", key); !ok || got != want {
 			t.Errorf("%s: %s=%s (set: %v), want %s=%s", f, key, got, ok, key, want)
 		}
+	}
+	// A Go panic exits with 2: preventing a restart on 2 would leave a
+	// crashed agent down.
+	if v, ok := u.last("Service", "RestartPreventExitStatus"); ok && strings.Contains(" "+v+" ", " 2 ") {
+		t.Errorf("%s: RestartPreventExitStatus=%s keeps a panicked agent (exit 2) down", f, v)
 	}
 	if _, ok := u.last("Service", "User"); ok {
 		t.Errorf("%s: User= with DynamicUser=yes: pick one", f)

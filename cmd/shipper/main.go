@@ -39,6 +39,11 @@ func flagError(err error) error {
 }
 
 func main() {
+	// SIGHUP and SIGUSR1 end a Go process by default. Until `run` watches
+	// them (a reload, a flush), they are ignored, so that one sent while
+	// the agent starts (the buffer opening, a full disk waited out) does
+	// not kill it.
+	signal.Ignore(syscall.SIGHUP, syscall.SIGUSR1)
 	ctx, cancel := context.WithCancel(context.Background())
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)

@@ -65,8 +65,11 @@ type Input struct {
 	// generation is joined (see Problem).
 	problem atomic.Pointer[error]
 
-	mu       sync.Mutex // guards gen, sess and assigned
-	gen      *kafkago.Generation
+	mu  sync.Mutex // guards gen, active, sess and assigned
+	gen *kafkago.Generation
+	// active is gen while its generation runs; nil between generations
+	// (a rebalance, a lost session), when the member is in no group.
+	active   *kafkago.Generation
 	sess     *session
 	assigned []shipper.TopicPartition
 
@@ -218,7 +221,7 @@ func (in *Input) Run(ctx context.Context) error {
 	in.mu.Unlock()
 	in.commit(s)
 	in.mu.Lock()
-	in.gen, in.sess, in.assigned = nil, nil, nil
+	in.gen, in.sess, in.assigned, in.active = nil, nil, nil, nil
 	in.mu.Unlock()
 	// Close ends the generation, waits for its partition readers and
 	// leaves the group, so the partitions move to other members at once.
@@ -238,10 +241,17 @@ func (in *Input) startGeneration(gen *kafkago.Generation) {
 	}
 	s := newSession(in, gen, in.startOffsets(gen))
 	in.mu.Lock()
-	in.gen, in.sess, in.assigned = gen, s, assigned
+	in.gen, in.sess, in.assigned, in.active = gen, s, assigned, gen
 	in.mu.Unlock()
 	in.log.Info("kafka partitions assigned", "generation", gen.ID, "partitions", len(assigned))
 	gen.Start(func(gctx context.Context) {
+		defer func() {
+			in.mu.Lock()
+			if in.active == gen {
+				in.active = nil
+			}
+			in.mu.Unlock()
+		}()
 		ctx, cancel := context.WithCancel(gctx)
 		defer cancel()
 		stop := context.AfterFunc(in.fetchCtx, cancel)

@@ -116,8 +116,8 @@ func (in *Input) Stats() Stats {
 
 	in.mu.Lock()
 	s := in.sess
-	if in.gen != nil {
-		st.Generation, st.MemberID = in.gen.ID, in.gen.MemberID
+	if in.active != nil {
+		st.Generation, st.MemberID = in.active.ID, in.active.MemberID
 	}
 	in.mu.Unlock()
 	if s == nil {

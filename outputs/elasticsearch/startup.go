@@ -190,8 +190,14 @@ func (o *Output) control(ctx context.Context, c *retryablehttp.Client, method, p
 	switch {
 	case res.StatusCode >= 200 && res.StatusCode < 300:
 		return raw, nil
-	case res.StatusCode == http.StatusUnauthorized || res.StatusCode == http.StatusForbidden:
+	case res.StatusCode == http.StatusUnauthorized:
 		return nil, fmt.Errorf("%w: %s %s answered %d: check the credentials (username/password, api_key or bearer_token, or their files): %s", ErrCredentials, method, path, res.StatusCode, oneLine(string(raw)))
+	case res.StatusCode == http.StatusForbidden:
+		// Authenticated, but without a privilege the check needs: bulk
+		// writes may still be allowed, and tell by themselves.
+		return nil, fmt.Errorf("%w: %s %s answered 403: the user lacks a privilege this start-up step needs "+
+			"(the monitor cluster privilege for GET /_nodes/_local; manage_index_templates for a template), "+
+			"which bulk writes may not need: %s", ErrCredentials, method, path, oneLine(string(raw)))
 	case res.StatusCode >= 400 && res.StatusCode < 500:
 		return nil, fmt.Errorf("%w: %s %s answered %d: %s", ErrIncompatible, method, path, res.StatusCode, oneLine(string(raw)))
 	default:

@@ -69,7 +69,7 @@ func TestCheck(t *testing.T) {
 		{"8.x with a template", &clusterFake{version: "8.19.21"}, good, ""},
 		{"7.x", &clusterFake{version: "7.17.0"}, "", "runs version 7.17.0"},
 		{"credentials refused", &clusterFake{version: "8.19.21", status: 401}, "", "check the credentials"},
-		{"forbidden", &clusterFake{version: "8.19.21", status: 403}, "", "check the credentials"},
+		{"forbidden", &clusterFake{version: "8.19.21", status: 403}, "", "lacks a privilege this start-up step needs"},
 		{"template refused", &clusterFake{version: "8.19.21"}, bad, "index patterns are missing"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
