@@ -69,19 +69,19 @@ func report(w io.Writer, info machine.Info, b *bench, runs []runResult, took tim
 	fmt.Fprintln(w)
 
 	if len(b.search) > 0 {
-		fmt.Fprintf(w, "## the loader's settings search: each once, on the first %d documents", o.searchRecords)
+		fmt.Fprintf(w, "## the loader's settings search: each once, then the %d fastest again in reverse order, on the first %d documents", o.searchAgain, o.searchRecords)
 		if b.warm != nil {
 			fmt.Fprintf(w, ", after an untimed warm-up run (%s, %d documents: %.0f docs/s)", b.warm.Settings, b.warm.Docs, b.warm.docsPerSec())
 		}
 		fmt.Fprintln(w)
 		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "settings\tdocs/s\t10→90 % docs/s\trequests\tCPU s per M\tES CPU s per M\tothers (cores)\tload at the start\t")
+		fmt.Fprintln(tw, "pass\tsettings\tdocs/s\t10→90 % docs/s\trequests\tCPU s per M\tES CPU s per M\tothers (cores)\tload at the start\t")
 		for _, r := range b.search {
-			fmt.Fprintf(tw, "%s\t%.0f\t%.0f\t%d\t%.2f\t%.1f\t%.2f\t%s\t\n", r.Settings, r.docsPerSec(), r.steadyPerSec(), r.Requests,
+			fmt.Fprintf(tw, "%d\t%s\t%.0f\t%.0f\t%d\t%.2f\t%.1f\t%.2f\t%s\t\n", -r.Round, r.Settings, r.docsPerSec(), r.steadyPerSec(), r.Requests,
 				r.cpuPerMillion(), r.esCPUPerMillion(), r.others(), r.Load)
 		}
 		tw.Flush()
-		fmt.Fprintf(w, "best, used for loader in the rounds: %s\n\n", b.best)
+		fmt.Fprintf(w, "best (highest mean docs/s of its runs: %.0f), used for loader in the rounds: %s\n\n", b.bestMean, b.best)
 	}
 
 	by := map[string][]runResult{}
