@@ -185,7 +185,7 @@ func run(ctx context.Context, args []string) error {
 	fs.IntVar(&o.partitions, "partitions", 6, "partitions of the topic")
 	fs.IntVar(&o.producers, "producers", 4, "concurrent producing goroutines")
 	fs.IntVar(&o.rounds, "rounds", 3, "rounds of the main contenders (agent→sink, plain, loader, agent→es, agent→es gzip)")
-	fs.IntVar(&o.sideRounds, "side-rounds", 2, "rounds that also run the settings variants (chunk_size, max_bulk_bytes, concurrency)")
+	fs.IntVar(&o.sideRounds, "side-rounds", 3, "rounds that also run the settings variants (chunk_size, max_bulk_bytes, concurrency)")
 	fs.IntVar(&o.searchRecords, "search-records", 100_000, "documents per run of the loader's settings search")
 	fs.IntVar(&o.searchAgain, "search-again", 3, "the fastest settings of the loader's search that run a second time")
 	sizes := fs.String("loader-sizes", "1MiB,4MiB,8MiB", "request sizes the loader's search tries")
