@@ -128,7 +128,7 @@ func (b *bench) runAgent(ctx context.Context, c contender, round int) (runResult
 		return r, err
 	}
 	defer logFile.Close()
-	cmd := exec.Command(b.o.agentBin, "run", "-config", confPath)
+	cmd := command(context.Background(), c.pinned, b.o.agentBin, "run", "-config", confPath)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	// The agent sets its own soft memory limit unless GOMEMLIMIT is set.
 	cmd.Env = slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, "GOMEMLIMIT=") })

@@ -25,6 +25,10 @@
 //	               settings at their defaults; ends when its /api/status
 //	               counts every document indexed (read every -poll)
 //	agent→es gzip  the same with elasticsearch.compression = "gzip"
+//	agent→es pinned, loader pinned
+//	               agent→es and loader with the node's threads on one
+//	               core and the client on the other (pin.go): as if on
+//	               hosts of their own, where unpinned they share both cores
 //
 // and, in the first -side-rounds rounds, agent→es with one setting changed:
 // buffer.chunk_size, elasticsearch.max_bulk_bytes, adaptive_concurrency
@@ -35,7 +39,7 @@
 // Each round runs every contender once, odd rounds in the order above, even
 // rounds reversed, each with its own consumer group and index. Ratios are
 // taken within a round, between runs adjacent in time: agent→sink ÷ plain
-// (goal ≥ 0.8) and agent→es ÷ loader (goal ≥ 0.9). After the rounds, one
+// (goal ≥ 0.8) and agent→es ÷ loader (goal ≥ 0.9), pinned and not. After the rounds, one
 // agent→sink run of the agent inside this process under the CPU profiler
 // says where the agent's CPU time goes (-profile).
 //
@@ -49,6 +53,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -92,10 +97,11 @@ const (
 
 // contender is one configuration measured.
 type contender struct {
-	name string
-	kind kind
-	set  agentSettings // agent contenders: settings changed from the defaults
-	side bool          // runs only in the first -side-rounds rounds
+	name   string
+	kind   kind
+	set    agentSettings // agent contenders: settings changed from the defaults
+	side   bool          // runs only in the first -side-rounds rounds
+	pinned bool          // Elasticsearch on one core, the client on the other (pin.go)
 }
 
 // agentSettings are the agent's settings a contender changes; "" (or 0)
@@ -132,14 +138,16 @@ func (s agentSettings) String() string {
 }
 
 // contenders in the order of odd rounds; even rounds reverse it. loader and
-// agent→es are adjacent, and agent→es and agent→es gzip, so that their
-// ratios compare runs next to each other in time.
+// agent→es are adjacent, agent→es and agent→es gzip, and the two pinned
+// ones, so that their ratios compare runs next to each other in time.
 var contenders = []contender{
 	{name: "agent→sink", kind: agentToSink},
 	{name: "plain", kind: plainKafka},
 	{name: "loader", kind: loaderToES},
 	{name: "agent→es", kind: agentToES},
 	{name: "agent→es gzip", kind: agentToES, set: agentSettings{compression: "gzip"}},
+	{name: "agent→es pinned", kind: agentToES, pinned: true},
+	{name: "loader pinned", kind: loaderToES, pinned: true},
 	{name: "chunk 1MiB", kind: agentToES, set: agentSettings{chunkSize: "1MiB"}, side: true},
 	{name: "chunk 8MiB", kind: agentToES, set: agentSettings{chunkSize: "8MiB"}, side: true},
 	{name: "bulk 1MiB", kind: agentToES, set: agentSettings{maxBulkBytes: "1MiB"}, side: true},
@@ -411,7 +419,7 @@ func (b *bench) newIndex(ctx context.Context, what string) (string, error) {
 // mercy of the shared machine's noise.
 func (b *bench) searchLoader(ctx context.Context) error {
 	if b.o.warmup > 0 {
-		r, err := b.runLoader(ctx, "loader warm-up", loaderSettings{bulkBytes: 4 << 20, concurrency: 2}, b.o.warmup)
+		r, err := b.runLoader(ctx, "loader warm-up", loaderSettings{bulkBytes: 4 << 20, concurrency: 2}, b.o.warmup, false)
 		if err != nil {
 			return fmt.Errorf("loader warm-up: %w", err)
 		}
@@ -426,7 +434,7 @@ func (b *bench) searchLoader(ctx context.Context) error {
 	}
 	rates := map[loaderSettings][]float64{}
 	try := func(pass int, s loaderSettings) error {
-		r, err := b.runLoader(ctx, "loader "+s.String(), s, b.o.searchRecords)
+		r, err := b.runLoader(ctx, "loader "+s.String(), s, b.o.searchRecords, false)
 		if err != nil {
 			return fmt.Errorf("loader search, %s: %w", s, err)
 		}
@@ -470,9 +478,9 @@ func (b *bench) runContender(ctx context.Context, c contender, round int) (runRe
 	case plainKafka:
 		r, err = b.runPlain(ctx, fmt.Sprintf("%s-plain-%d", b.topic, round))
 	case loaderToES:
-		r, err = b.runLoader(ctx, c.name, b.best, b.o.records)
+		r, err = b.pinned(c.pinned, func() (runResult, error) { return b.runLoader(ctx, c.name, b.best, b.o.records, c.pinned) })
 	case agentToSink, agentToES:
-		r, err = b.runAgent(ctx, c, round)
+		r, err = b.pinned(c.pinned, func() (runResult, error) { return b.runAgent(ctx, c, round) })
 	}
 	r.Contender, r.Load = c.name, load
 	return r, err
@@ -506,7 +514,27 @@ func (b *bench) runPlain(ctx context.Context, group string) (runResult, error) {
 	return r, err
 }
 
-func (b *bench) runLoader(ctx context.Context, name string, s loaderSettings, docs int) (runResult, error) {
+// pinned runs f with the Elasticsearch node on esCPU when pin is set, and
+// gives the node every CPU back after.
+func (b *bench) pinned(pin bool, f func() (runResult, error)) (runResult, error) {
+	if !pin {
+		return f()
+	}
+	if b.esSession <= 0 {
+		return runResult{}, errors.New("pinned: the Elasticsearch node's process is unknown (stacktest.Status)")
+	}
+	if _, err := pinSession(b.esSession, esCPU); err != nil {
+		return runResult{}, fmt.Errorf("pin Elasticsearch to CPU %d: %w", esCPU, err)
+	}
+	defer func() {
+		if _, err := pinSession(b.esSession, allCPUs()...); err != nil {
+			b.progress("giving Elasticsearch every CPU back: %v", err)
+		}
+	}()
+	return f()
+}
+
+func (b *bench) runLoader(ctx context.Context, name string, s loaderSettings, docs int, pinned bool) (runResult, error) {
 	index, err := b.newIndex(ctx, "loader")
 	if err != nil {
 		return runResult{}, err
@@ -517,7 +545,7 @@ func (b *bench) runLoader(ctx context.Context, name string, s loaderSettings, do
 	args := []string{"-child", "loader", "-es", b.stack.ESURL, "-index", index, "-docs", b.docs,
 		"-bulk-bytes", strconv.FormatInt(s.bulkBytes, 10), "-concurrency", strconv.Itoa(s.concurrency)}
 	cmd := append(args, "-records", strconv.Itoa(docs), "-run-timeout", b.o.runTimeout.String())
-	c := exec.CommandContext(ctx, b.self, cmd...)
+	c := command(ctx, pinned, b.self, cmd...)
 	var stdout strings.Builder
 	c.Stdout, c.Stderr = &stdout, os.Stderr
 	c.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}

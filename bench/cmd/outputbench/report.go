@@ -63,6 +63,8 @@ func report(w io.Writer, info machine.Info, b *bench, runs []runResult, took tim
 	fmt.Fprintln(w, "#   docs/s = documents ÷ that time. \"10→90 %\": the rate between 10 % and 90 % of the documents, without start and tail.")
 	fmt.Fprintln(w, "# CPU: user + system time of the contender's process up to its last document (the agent: /proc/<pid>/stat then;")
 	fmt.Fprintln(w, "#   the children: getrusage), per million documents; ES CPU: Elasticsearch's processes over the run")
+	fmt.Fprintf(w, "# pinned: every thread of the Elasticsearch node on CPU %d (sched_setaffinity, given every CPU back after the run), the\n", esCPU)
+	fmt.Fprintf(w, "#   client (agent or loader) started with taskset -c %d: as if they ran on hosts of their own; Kafka unpinned\n", clientCPU)
 	fmt.Fprintf(w, "# rounds: %d (side variants in the first %d), each contender once per round, odd rounds in the order of the\n", o.rounds, o.sideRounds)
 	fmt.Fprintln(w, "#   summary, even rounds reversed")
 	fmt.Fprintf(w, "# took %s\n", took.Round(time.Second))
@@ -102,6 +104,9 @@ func report(w io.Writer, info machine.Info, b *bench, runs []runResult, took tim
 		} else if c.kind == plainKafka {
 			settings = "-"
 		}
+		if c.pinned {
+			settings += fmt.Sprintf("; Elasticsearch on CPU %d, %s on CPU %d", esCPU, strings.Fields(c.name)[0], clientCPU)
+		}
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", c.name, settings, len(rs),
 			spread(rs, "%.0f", runResult.docsPerSec), spread(rs, "%.0f", runResult.steadyPerSec),
 			spread(rs, "%.2f", runResult.cpuPerMillion), spread(rs, "%.1f", runResult.esCPUPerMillion),
@@ -120,6 +125,11 @@ func report(w io.Writer, info machine.Info, b *bench, runs []runResult, took tim
 	steady := ratioOf(runs, "agent→es", "loader", o.rounds, runResult.steadyPerSec)
 	fmt.Fprintf(w, "(b)/(c) agent→es ÷ loader, docs/s: %s (goal ≥ 0.9: %s); 10→90 %% docs/s: %s; CPU s per M: %s\n",
 		spreadOf(thr, "%.2f"), verdict(thr, 0.9), spreadOf(steady, "%.2f"), spreadOf(cpu, "%.2f"))
+	thr, cpu = ratios(runs, "agent→es pinned", "loader pinned", o.rounds)
+	steady = ratioOf(runs, "agent→es pinned", "loader pinned", o.rounds, runResult.steadyPerSec)
+	fmt.Fprintf(w, "(b)/(c) pinned (Elasticsearch on CPU %d, the agent or the loader on CPU %d), agent→es pinned ÷ loader pinned, docs/s: %s (goal ≥ 0.9: %s);\n",
+		esCPU, clientCPU, spreadOf(thr, "%.2f"), verdict(thr, 0.9))
+	fmt.Fprintf(w, "    10→90 %% docs/s: %s; CPU s per M: %s\n", spreadOf(steady, "%.2f"), spreadOf(cpu, "%.2f"))
 	thr, cpu = ratios(runs, "agent→es gzip", "agent→es", o.rounds)
 	esCPU := ratioOf(runs, "agent→es gzip", "agent→es", o.rounds, runResult.esCPUPerMillion)
 	fmt.Fprintf(w, "gzip ÷ none (agent→es gzip ÷ agent→es), docs/s: %s; agent CPU s per M: %s; Elasticsearch CPU s per M: %s\n",
