@@ -322,7 +322,7 @@ func run(ctx context.Context, args []string) error {
 		float64(b.prep.SourceBytes)/1e6, b.prep.TopicID, b.docs)
 
 	var failed error
-	if only == nil || only["loader"] {
+	if only == nil || only["loader"] || only["loader pinned"] {
 		failed = b.searchLoader(ctx)
 	}
 	var runs []runResult
