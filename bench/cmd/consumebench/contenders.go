@@ -8,15 +8,13 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"runtime/debug"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
-	kafkago "github.com/segmentio/kafka-go"
-
 	"github.com/shipper-agent/shipper"
+	"github.com/shipper-agent/shipper/bench/internal/cputime"
+	"github.com/shipper-agent/shipper/bench/internal/plainconsumer"
 	"github.com/shipper-agent/shipper/inputs/kafka"
 )
 
@@ -55,29 +53,6 @@ func (r runResult) totalSecs() float64     { return r.Last.Seconds() }
 func (r runResult) closeSecs() float64     { return r.Close.Seconds() }
 func (r runResult) rssMiB() float64        { return float64(r.MaxRSS) / (1 << 20) }
 
-// cpuClock is the process's CPU time.
-type cpuClock struct{ user, sys time.Duration }
-
-func cpuNow() cpuClock {
-	var ru syscall.Rusage
-	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return cpuClock{time.Duration(ru.Utime.Nano()), time.Duration(ru.Stime.Nano())}
-}
-
-func maxRSS() int64 {
-	var ru syscall.Rusage
-	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return ru.Maxrss << 10 // KiB on Linux
-}
-
-// progressMark is the moment a run reached a record count.
-type progressMark struct {
-	at  time.Time
-	cpu cpuClock
-}
-
-func mark() progressMark { return progressMark{time.Now(), cpuNow()} }
-
 // runChild runs one contender and writes its result as JSON.
 func runChild(ctx context.Context, c childArgs, out io.Writer) error {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
@@ -95,15 +70,15 @@ func runChild(ctx context.Context, c childArgs, out io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", c.contender, err)
 	}
-	r.Contender, r.MaxRSS = c.contender, maxRSS()
+	r.Contender, r.MaxRSS = c.contender, cputime.MaxRSS()
 	return json.NewEncoder(out).Encode(r)
 }
 
 // result fills a runResult from the marks of a run.
-func result(start, first, last progressMark, closed time.Time, records, bytes int64) runResult {
+func result(start, first, last cputime.Mark, closed time.Time, records, bytes int64) runResult {
 	r := runResult{Records: records, Bytes: bytes,
-		First: first.at.Sub(start.at), Last: last.at.Sub(start.at), Close: closed.Sub(last.at),
-		User: last.cpu.user - start.cpu.user, Sys: last.cpu.sys - start.cpu.sys}
+		First: first.At.Sub(start.At), Last: last.At.Sub(start.At), Close: closed.Sub(last.At)}
+	r.User, r.Sys = last.CPU(start)
 	r.CPU = r.User + r.Sys
 	return r
 }
@@ -119,7 +94,7 @@ type countingSink struct {
 	next    []atomic.Int64 // per partition: offset after the last record appended
 
 	mu          sync.Mutex // guards first and last
-	first, last progressMark
+	first, last cputime.Mark
 	done        chan struct{} // closed at the total
 }
 
@@ -137,12 +112,12 @@ func (s *countingSink) Append(ctx context.Context, r *shipper.Record) error {
 	s.next[r.Partition].Store(r.Offset + 1)
 	switch n := s.records.Add(1); n {
 	case 1:
-		m := mark()
+		m := cputime.Self()
 		s.mu.Lock()
 		s.first = m
 		s.mu.Unlock()
 	case s.total:
-		m := mark()
+		m := cputime.Self()
 		s.mu.Lock()
 		s.last = m
 		s.mu.Unlock()
@@ -152,7 +127,7 @@ func (s *countingSink) Append(ctx context.Context, r *shipper.Record) error {
 }
 
 // marks returns the moments of the first and the last record.
-func (s *countingSink) marks() (first, last progressMark) {
+func (s *countingSink) marks() (first, last cputime.Mark) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.first, s.last
@@ -180,7 +155,7 @@ func runInput(ctx context.Context, c childArgs) (runResult, error) {
 	cfg.Brokers, cfg.Topics, cfg.GroupID = []string{c.brokers}, []string{c.topic}, c.group
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 
-	start := mark()
+	start := cputime.Self()
 	in, err := kafka.New(cfg, sink, sink, log)
 	if err != nil {
 		return runResult{}, err
@@ -205,84 +180,16 @@ func runInput(ctx context.Context, c childArgs) (runResult, error) {
 	return result(start, first, last, closed, sink.records.Load(), sink.bytes.Load()), nil
 }
 
-// runPlain consumes the topic with kafka-go's consumer-group Reader, with
-// the input's fetch and group settings where kafka-go has them.
+// runPlain consumes the topic with the plain kafka-go consumer group
+// (bench/internal/plainconsumer).
 func runPlain(ctx context.Context, c childArgs) (runResult, error) {
-	def := kafka.DefaultConfig()
-	isolation := kafkago.ReadCommitted
-	if c.isolation == "read_uncommitted" {
-		isolation = kafkago.ReadUncommitted
-	}
-	start := mark()
-	r := kafkago.NewReader(kafkago.ReaderConfig{
-		Brokers:           []string{c.brokers},
-		GroupID:           c.group,
-		Topic:             c.topic,
-		MinBytes:          1,
-		MaxBytes:          c.maxBytes,
-		MaxWait:           def.FetchMaxWait,
-		CommitInterval:    def.CommitInterval,
-		SessionTimeout:    def.SessionTimeout,
-		HeartbeatInterval: def.HeartbeatInterval,
-		RebalanceTimeout:  def.RebalanceTimeout,
-		StartOffset:       kafkago.FirstOffset,
-		IsolationLevel:    isolation,
-		ReadLagInterval:   -1,
-		ErrorLogger:       kafkago.LoggerFunc(func(f string, a ...any) { fmt.Fprintf(os.Stderr, "kafka-go: "+f+"\n", a...) }),
-	})
-	var records, bytes int64
-	var first, last progressMark
-	// The latest record of each partition, without its data: what
-	// CommitMessages needs.
-	latest := map[int]kafkago.Message{}
-	commit := func() error {
-		msgs := make([]kafkago.Message, 0, len(latest))
-		for _, m := range latest {
-			msgs = append(msgs, m)
+	res, err := plainconsumer.Consume(ctx, plainconsumer.Config{Brokers: []string{c.brokers}, Topic: c.topic, Group: c.group,
+		Records: c.records, ReadUncommitted: c.isolation == "read_uncommitted", MaxBytes: c.maxBytes})
+	if err != nil {
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			return runResult{}, fmt.Errorf("%v (run timeout %s)", err, c.timeout)
 		}
-		clear(latest)
-		return r.CommitMessages(ctx, msgs...)
+		return runResult{}, err
 	}
-	for records < int64(c.records) {
-		m, err := r.FetchMessage(ctx)
-		if err != nil {
-			r.Close()
-			if errors.Is(err, context.DeadlineExceeded) {
-				return runResult{}, fmt.Errorf("%d of %d records after %s", records, c.records, c.timeout)
-			}
-			return runResult{}, err
-		}
-		if records++; records == 1 {
-			first = mark()
-		}
-		bytes += int64(len(m.Key) + len(m.Value))
-		latest[m.Partition] = kafkago.Message{Topic: m.Topic, Partition: m.Partition, Offset: m.Offset}
-		if records%1000 == 0 {
-			if err := commit(); err != nil {
-				r.Close()
-				return runResult{}, fmt.Errorf("commit: %w", err)
-			}
-		}
-	}
-	if err := commit(); err != nil {
-		r.Close()
-		return runResult{}, fmt.Errorf("commit: %w", err)
-	}
-	last = mark()
-	if err := r.Close(); err != nil {
-		return runResult{}, fmt.Errorf("close: %w", err)
-	}
-	return result(start, first, last, time.Now(), records, bytes), nil
+	return result(res.Start, res.First, res.Last, res.Closed, res.Records, res.Bytes), nil
 }
-
-// kafkaGoVersion is the kafka-go module version this binary was built with.
-var kafkaGoVersion = func() string {
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		for _, m := range bi.Deps {
-			if m.Path == "github.com/segmentio/kafka-go" {
-				return m.Version
-			}
-		}
-	}
-	return "(unknown version)"
-}()

@@ -37,14 +37,15 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"text/tabwriter"
 	"time"
 
 	kafkago "github.com/segmentio/kafka-go"
 
+	"github.com/shipper-agent/shipper/bench/internal/logtopic"
 	"github.com/shipper-agent/shipper/bench/internal/machine"
+	"github.com/shipper-agent/shipper/bench/internal/plainconsumer"
 	"github.com/shipper-agent/shipper/inputs/kafka"
 	"github.com/shipper-agent/shipper/test/e2e/loggen"
 	"github.com/shipper-agent/shipper/test/e2e/stacktest"
@@ -145,8 +146,8 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	progress("produced %d records, %.0f MB (key + value), into %s in %s", o.records, float64(prod.bytes)/1e6, topic,
-		prod.took.Round(100*time.Millisecond))
+	progress("produced %d records, %.0f MB (key + value), into %s in %s", o.records, float64(prod.Bytes)/1e6, topic,
+		prod.Took.Round(100*time.Millisecond))
 
 	var runs []runResult
 	for round := 1; round <= o.rounds; round++ {
@@ -185,73 +186,10 @@ func run(ctx context.Context, args []string) error {
 	return nil
 }
 
-// produced describes the topic's data.
-type produced struct {
-	bytes int64 // key + value
-	took  time.Duration
-}
-
-// value returns record i's value: a JSON log line of exactly size bytes
-// (at least its fixed fields), its message padded with text that varies
-// from record to record.
-func value(i, size int) []byte {
-	v := fmt.Appendf(make([]byte, 0, size), `{"@timestamp":"%s","level":"info","service":"checkout","seq":%d,"msg":"`,
-		time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC).Add(time.Duration(i)*time.Millisecond).Format(time.RFC3339Nano), i)
-	const words = "request handled cart items price total user session latency cache hit miss upstream "
-	for k := i * 7; len(v) < size-2; k++ {
-		v = append(v, words[k%len(words)])
-	}
-	return append(v, '"', '}')
-}
-
-// produce writes the records with o.producers writers, each a contiguous
-// range, and waits for the broker's acknowledgement of all of them.
-func produce(ctx context.Context, brokers, topic string, o options) (produced, error) {
-	if err := loggen.CreateTopic(ctx, brokers, topic, o.partitions); err != nil {
-		return produced{}, err
-	}
-	start := time.Now()
-	var mu sync.Mutex
-	var p produced
-	errs := make(chan error, o.producers)
-	per := (o.records + o.producers - 1) / o.producers
-	for g := range o.producers {
-		go func() {
-			w := loggen.Writer(brokers, topic)
-			defer w.Close()
-			var n int64
-			msgs := make([]kafkago.Message, 0, 1000)
-			for i := g * per; i < min((g+1)*per, o.records); i++ {
-				m := kafkago.Message{Key: []byte(strconv.Itoa(i)), Value: value(i, o.valueBytes)}
-				n += int64(len(m.Key) + len(m.Value))
-				if msgs = append(msgs, m); len(msgs) == cap(msgs) {
-					if err := loggen.Write(ctx, w, msgs); err != nil {
-						errs <- err
-						return
-					}
-					msgs = msgs[:0]
-				}
-			}
-			if len(msgs) > 0 {
-				if err := loggen.Write(ctx, w, msgs); err != nil {
-					errs <- err
-					return
-				}
-			}
-			mu.Lock()
-			p.bytes += n
-			mu.Unlock()
-			errs <- nil
-		}()
-	}
-	var first error
-	for range o.producers {
-		if err := <-errs; err != nil && first == nil {
-			first = err
-		}
-	}
-	p.took = time.Since(start)
-	return p, first
+// produce fills the topic (bench/internal/logtopic).
+func produce(ctx context.Context, brokers, topic string, o options) (logtopic.Filled, error) {
+	return logtopic.Fill(ctx, brokers, topic, logtopic.Spec{Records: o.records, ValueBytes: o.valueBytes,
+		Partitions: o.partitions, Producers: o.producers})
 }
 
 // runContender runs one contender in a child process and returns what it
@@ -311,7 +249,7 @@ func committedAtEnd(ctx context.Context, brokers, topic, group string, partition
 }
 
 // report writes the results file.
-func report(w io.Writer, info machine.Info, o options, stack *stacktest.Stack, topic string, prod produced, runs []runResult, took time.Duration) {
+func report(w io.Writer, info machine.Info, o options, stack *stacktest.Stack, topic string, prod logtopic.Filled, runs []runResult, took time.Duration) {
 	def := kafka.DefaultConfig()
 	fmt.Fprintln(w, "# consumebench: shipper's Kafka input beside a plain kafka-go consumer group, consuming only")
 	cmd := "go run ./bench/cmd/consumebench"
@@ -325,13 +263,13 @@ func report(w io.Writer, info machine.Info, o options, stack *stacktest.Stack, t
 	info.Write(w)
 	fmt.Fprintf(w, "# stack: Kafka %s at %s (test/e2e/stacktest, loopback, one broker)\n", stacktest.KafkaVersion, stack.KafkaBrokers)
 	fmt.Fprintf(w, "# topic: %s, %d partitions, %d JSON records of %d bytes + key, %.0f MB of key + value, produced in %s before the runs\n",
-		topic, o.partitions, o.records, o.valueBytes, float64(prod.bytes)/1e6, prod.took.Round(100*time.Millisecond))
+		topic, o.partitions, o.records, o.valueBytes, float64(prod.Bytes)/1e6, prod.Took.Round(100*time.Millisecond))
 	fmt.Fprintf(w, "# input: inputs/kafka.New(DefaultConfig with brokers, topic, group) + Run; fetch_max_bytes %s, fetch_max_wait %s,\n",
 		def.FetchMaxBytes, def.FetchMaxWait)
 	fmt.Fprintf(w, "#        commit_interval %s; its sink counts records and bytes and reports each appended record delivered\n",
 		def.CommitInterval)
 	fmt.Fprintf(w, "# plain: kafka-go %s Reader with GroupID, FetchMessage loop, CommitMessages every 1000 records, CommitInterval %s,\n",
-		kafkaGoVersion, def.CommitInterval)
+		plainconsumer.KafkaGoVersion(), def.CommitInterval)
 	fmt.Fprintf(w, "#        MinBytes 1, MaxBytes %d (per partition), MaxWait %s, %s, QueueCapacity kafka-go's default\n",
 		o.maxBytes, def.FetchMaxWait, o.isolation)
 	fmt.Fprintf(w, "# rounds: %d, each contender once per round (odd rounds input first, even rounds plain first), each run in a child\n", o.rounds)

@@ -1,0 +1,55 @@
+package cputime
+
+import (
+	"os"
+
+	"golang.org/x/sys/unix"
+	"testing"
+	"time"
+)
+
+// /proc/<pid>/stat and getrusage count the same time: reading this process
+// both ways after burning some CPU must agree to within a few ticks.
+func TestProcessAgreesWithSelf(t *testing.T) {
+	deadline := time.Now().Add(200 * time.Millisecond)
+	for x := 0; time.Now().Before(deadline); x++ {
+		_ = x * x
+	}
+	self := Self()
+	p, err := Process(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	after := Self()
+	total := func(m Mark) time.Duration { return m.User + m.Sys }
+	if total(p) < total(self)-30*time.Millisecond || total(p) > total(after)+30*time.Millisecond {
+		t.Errorf("/proc says %s, getrusage %s then %s", total(p), total(self), total(after))
+	}
+	if total(self) < 150*time.Millisecond {
+		t.Errorf("getrusage says %s after 200 ms of spinning", total(self))
+	}
+}
+
+func TestSessionCountsThisProcess(t *testing.T) {
+	sid, err := unix.Getsid(0)
+	if err != nil {
+		t.Skip(err)
+	}
+	m, err := Session(sid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, _ := Process(os.Getpid()); m.User+m.Sys < p.User+p.Sys {
+		t.Errorf("session %d: %s, less than this process alone (%s)", sid, m.User+m.Sys, p.User+p.Sys)
+	}
+}
+
+func TestMachine(t *testing.T) {
+	busy, total, err := Machine()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if busy <= 0 || total < busy {
+		t.Errorf("busy %s of %s", busy, total)
+	}
+}
