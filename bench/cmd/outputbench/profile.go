@@ -77,7 +77,8 @@ func (b *bench) profileAgent(ctx context.Context, keep string) (*cpuProfile, err
 	}
 	defer stopProfile()
 	started := time.Now()
-	a, err := agent.New(cfg, agent.NewLogger(cfg.Log, logFile))
+	log, _ := agent.NewLogger(cfg.Log, logFile)
+	a, err := agent.New(cfg, log)
 	if err != nil {
 		return nil, err
 	}
