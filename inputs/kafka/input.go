@@ -448,7 +448,37 @@ func (in *Input) commit(s *session) {
 		}
 		offsets[tp.Topic][int(tp.Partition)] = w
 	}
+	topicIDs := s.topicIDs
 	s.mu.Unlock()
+	if len(offsets) == 0 {
+		return
+	}
+	// Kafka takes an offset commit by topic name: committed for a topic
+	// deleted and created again since the session started, the old
+	// topic's offsets would skip the new one's records. So each commit
+	// first checks that every topic still has the id the session read its
+	// records under; a topic that does not (or cannot be checked) is left
+	// out, and a replaced one ends the session. What remains is the moment
+	// between this check and the commit.
+	topics := make([]string, 0, len(offsets))
+	for t := range offsets {
+		topics = append(topics, t)
+	}
+	now, err := in.topicIDs(context.Background(), topics)
+	for _, t := range topics {
+		switch {
+		case err != nil:
+			delete(offsets, t)
+		case now[t] != topicIDs[t]:
+			delete(offsets, t)
+			s.topicReplaced(context.Background(), t)
+		}
+	}
+	if err != nil {
+		in.log.Warn("kafka commit skipped: the topics' ids could not be checked", "err", err)
+		in.stats.commitErrors.Add(1)
+		return
+	}
 	if len(offsets) == 0 {
 		return
 	}

@@ -44,12 +44,27 @@ func newTopic(t *testing.T, partitions int) string {
 
 func produce(t *testing.T, topic string, from, n int) {
 	t.Helper()
-	w := loggen.Writer(stack.KafkaBrokers, topic)
-	defer w.Close()
+	// franz-go's idempotent producer: a batch it retries (a fresh broker
+	// timing out a request it wrote) is never written twice, so the tests
+	// can count records. Round robin over the partitions, record by record.
+	c, err := kgo.NewClient(kgo.SeedBrokers(stack.KafkaBrokers), kgo.DefaultProduceTopic(topic),
+		kgo.RecordPartitioner(kgo.RoundRobinPartitioner()), kgo.RecordDeliveryTimeout(2*time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	if err := loggen.Produce(ctx, w, from, n); err != nil {
-		t.Fatal(err)
+	const batch = 1000
+	recs := make([]*kgo.Record, 0, batch)
+	for i := from; i < from+n; i++ {
+		recs = append(recs, &kgo.Record{Key: []byte(strconv.Itoa(i)), Value: loggen.Record(i)})
+		if len(recs) == batch || i == from+n-1 {
+			if err := c.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+				t.Fatalf("produce records %d..%d into %s: %v", i+1-len(recs), i, topic, err)
+			}
+			recs = recs[:0]
+		}
 	}
 }
 
@@ -80,6 +95,16 @@ func endOffsets(t *testing.T, topic string, partitions int) map[int]int64 {
 }
 
 // committedOffsets returns the group's committed offset per partition (-1: none).
+// kafkaRecords is the number of records the topic's partitions hold.
+func kafkaRecords(t *testing.T, topic string, partitions int) int {
+	t.Helper()
+	total := 0
+	for _, e := range endOffsets(t, topic, partitions) {
+		total += int(e)
+	}
+	return total
+}
+
 func committedOffsets(t *testing.T, group, topic string, partitions int) map[int]int64 {
 	t.Helper()
 	var parts []int
