@@ -281,6 +281,9 @@ var chaosCounters = []struct{ name, metric, label string }{
 	{"hedges", "shipper_output_hedges_total", ""},
 	{"reroutes", "shipper_output_reroutes_total", ""},
 	{"429 cuts", "shipper_output_in_flight_limit_cuts_total", `cause="429"`},
+	// Sent again after a kill or a rebalance, or a hedge's loser: the
+	// re-sends the deterministic ids make harmless.
+	{"found already indexed", "shipper_output_documents_total", `outcome="duplicate"`},
 	{"blocked seconds", "shipper_buffer_blocked_seconds_total", ""},
 	{"aborted records skipped", "shipper_input_filtered_records_total", ""},
 }
@@ -597,17 +600,23 @@ func (c *chaosRun) awaitLeave(cp *chaosProc) {
 		return
 	}
 	cp.left = true
-	select {
-	case err := <-cp.p.done:
-		cp.p.done <- err
-		if err != nil {
-			c.problem("%s exited with %v after SIGTERM; log %s", cp.slot.name, err, cp.p.logPath)
+	// Looked at first: long after the signal, the deadline below is
+	// ready at once too, and select would pick either.
+	ended, err := cp.p.exited()
+	if !ended {
+		select {
+		case err = <-cp.p.done:
+			cp.p.done <- err
+		case <-time.After(time.Until(cp.sigtermAt.Add(40 * time.Second))):
+			c.problem("%s still running 40s after SIGTERM; log %s", cp.slot.name, cp.p.logPath)
+			cp.p.cmd.Process.Kill()
+			err := <-cp.p.done
+			cp.p.done <- err
+			return
 		}
-	case <-time.After(time.Until(cp.sigtermAt.Add(40 * time.Second))):
-		c.problem("%s still running 40s after SIGTERM; log %s", cp.slot.name, cp.p.logPath)
-		cp.p.cmd.Process.Kill()
-		err := <-cp.p.done
-		cp.p.done <- err
+	}
+	if err != nil {
+		c.problem("%s exited with %v after SIGTERM; log %s", cp.slot.name, err, cp.p.logPath)
 	}
 }
 
