@@ -38,6 +38,17 @@ unit:
 e2e: ## brings the real Kafka + Elasticsearch stack up itself (test/e2e/stack)
 	$(GO) test -tags e2e -count=1 -timeout 20m -v ./test/e2e/ 2>&1 | scripts/e2e-summary
 
+# A seeded run of every fault at once over the real stack (TestChaos in
+# test/e2e/chaos_test.go; docs/reliability.md). make test runs it for 2
+# minutes; SEED=N replays the schedule and record stream of a run (0: a new
+# seed from the clock). The stack comes up as for make e2e.
+CHAOS_DURATION ?= 15m
+SEED ?= 0
+CHAOS_TIMEOUT ?= 40m
+.PHONY: chaos
+chaos: ## every fault at once for CHAOS_DURATION (15m), then every record checked; SEED=N replays a run; CHAOS_TIMEOUT (40m) bounds it all
+	$(GO) test -tags e2e -run '^TestChaos$$' -count=1 -timeout $(CHAOS_TIMEOUT) -v ./test/e2e/ -args -chaos.duration=$(CHAOS_DURATION) -chaos.seed=$(SEED)
+
 stack-up:
 	test/e2e/stack up
 

@@ -35,8 +35,15 @@ func newESProxy(t *testing.T) *esProxy {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return newProxyTo(t, u.Host)
+}
+
+// newProxyTo is an esProxy in front of upstream (host:port), e.g. a
+// middlebox that itself leads to the node.
+func newProxyTo(t *testing.T, upstream string) *esProxy {
+	t.Helper()
 	srv := toxiproxy.NewServer(toxiproxy.NewMetricsContainer(nil), zerolog.Nop())
-	p := toxiproxy.NewProxy(srv, "elasticsearch", "127.0.0.1:0", u.Host)
+	p := toxiproxy.NewProxy(srv, "elasticsearch", "127.0.0.1:0", upstream)
 	if err := srv.Collection.Add(p, true); err != nil {
 		t.Fatalf("start toxiproxy: %v", err)
 	}

@@ -236,6 +236,10 @@ type middlebox struct {
 	accepted  atomic.Int64
 	expired   atomic.Int64 // connections dropped or closed for idleness
 	swallowed atomic.Int64 // bytes swallowed on dropped connections
+
+	// dormant turns the idle timeout off: a fault that comes and goes
+	// (TestChaos). Connections dropped already stay dropped.
+	dormant atomic.Bool
 }
 
 type mbConn struct {
@@ -338,6 +342,9 @@ func (m *middlebox) expire() {
 		case <-m.quit:
 			return
 		case <-tick.C:
+		}
+		if m.dormant.Load() {
+			continue
 		}
 		now := time.Now()
 		m.mu.Lock()

@@ -81,7 +81,13 @@ func poolNodeOf(a *agentProc, url string) poolNode {
 type promSamples map[string]float64
 
 func scrapeMetrics(api string) (promSamples, error) {
-	res, err := http.Get(api + "/api/metrics")
+	return scrapeMetricsWith(http.DefaultClient, api)
+}
+
+// scrapeMetricsWith scrapes with client, e.g. one with a timeout for a
+// sampler that must not hang on an agent being killed.
+func scrapeMetricsWith(client *http.Client, api string) (promSamples, error) {
+	res, err := client.Get(api + "/api/metrics")
 	if err != nil {
 		return nil, err
 	}
