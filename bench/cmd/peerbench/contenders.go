@@ -51,14 +51,19 @@ type peerSettings struct {
 	filebeatFlushTimeout string
 }
 
-// defaultPeerSettings: for Filebeat, Elastic's "throughput" preset
-// (Filebeat 8.12+; each of its settings exists in 7.17) but its
-// compression_level 1 and flush.timeout 5s; for Benthos, batches of about
-// the same size, the same requests in flight, and a checkpoint_limit that
-// lets them fill.
+// defaultPeerSettings are the best of peerbench -tune
+// (bench/results/peers-tuning.txt). Filebeat: Elastic's "throughput"
+// preset (Filebeat 8.12+; each of its settings exists in 7.17) but its
+// compression_level 1 and flush.timeout 5s; 800 or 3200 per request, 2 or
+// 8 workers did no better. Benthos: batches of 250, 4 in flight (as many
+// as shipper's max_in_flight and Filebeat's workers); its elasticsearch
+// output's CPU per document grows with the batch (each document's six
+// interpolations copy the batch's slice of messages), so batches of 1000
+// or 1600 cost twice the CPU and delivered half as fast, and 100 × 16 or
+// 500 × 8 did no better than 250 × 4.
 func defaultPeerSettings() peerSettings {
 	return peerSettings{
-		benthosBatchCount: 1600, benthosBatchPeriod: "1s", benthosMaxInFlight: 4, benthosCheckpoint: 4096,
+		benthosBatchCount: 250, benthosBatchPeriod: "1s", benthosMaxInFlight: 4, benthosCheckpoint: 4096,
 		filebeatBulkMaxSize: 1600, filebeatWorkers: 4, filebeatQueueEvents: 12800, filebeatFlushMin: 1600, filebeatFlushTimeout: "1s",
 	}
 }

@@ -100,7 +100,7 @@ func run(ctx context.Context, args []string) error {
 	var o options
 	fs.StringVar(&o.out, "out", "", "results file (default: stdout)")
 	fs.StringVar(&o.dir, "dir", os.TempDir(), "parent of the temporary directory (the agent binary, every run's data, configs and logs)")
-	fs.IntVar(&o.records, "records", 300_000, "events to produce; every run delivers all of them")
+	fs.IntVar(&o.records, "records", 200_000, "events to produce; every run delivers all of them")
 	fs.IntVar(&o.valueBytes, "value-bytes", 500, "size of each event's JSON value")
 	fs.IntVar(&o.partitions, "partitions", 6, "partitions of the topic")
 	fs.IntVar(&o.producers, "producers", 4, "concurrent producing goroutines")
@@ -346,7 +346,7 @@ func (b *bench) runContender(ctx context.Context, p *peer, round int) (runResult
 		return r, err
 	}
 	defer os.RemoveAll(dir)
-	s := runSpec{dir: dir, broker: b.stack.KafkaBrokers, topic: b.topic, group: fmt.Sprintf("%s-%s-%d", b.topic, p.name, round),
+	s := runSpec{dir: dir, broker: b.stack.KafkaBrokers, topic: b.topic, group: fmt.Sprintf("%s-%d-%s", b.topic, b.indexes, p.name),
 		esURL: b.proxy.URL(), index: index, records: int64(b.o.records)}
 
 	var conf, confPath string

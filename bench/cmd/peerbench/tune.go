@@ -58,11 +58,14 @@ func (b *bench) tune(ctx context.Context) []tuneResult {
 			saved := b.o.peer
 			v.set(&b.o.peer)
 			r, err := b.runContender(ctx, p, -pass)
+			r.Round = -pass
 			b.o.peer = saved
 			if err != nil {
 				r.Err = err.Error()
+				b.progress("tune pass %d, %s %s FAILED: %v", pass, v.peer, v.desc, err)
+			} else {
+				b.progress("tune pass %d, %s %s: %s", pass, v.peer, v.desc, r.summary())
 			}
-			b.progress("tune pass %d, %s %s: %s", pass, v.peer, v.desc, r.summary())
 			out = append(out, tuneResult{v, r})
 			if ctx.Err() != nil {
 				return out
@@ -86,6 +89,28 @@ func reportTune(w io.Writer, b *bench, rs []tuneResult) {
 		fmt.Fprintf(tw, "%d\t%s\t%s\t%.0f\t%.0f\t%.1f\t%.0f\t%.0f\t%.1f\t%.0f\t%.2f\t\n", -r.Round, t.v.peer, t.v.desc, r.docsPerSec(),
 			r.steadyPerSec(), r.cpuPerMillion(), float64(r.MaxRSS)/(1<<20), float64(r.PeakAnon)/(1<<20), r.perMillion(r.ESCPU),
 			r.docsPerRequest(), r.others())
+	}
+	tw.Flush()
+	fmt.Fprintln(w)
+
+	fmt.Fprintln(w, "## -tune: each variant's mean over the passes (the defaults are the best of these)")
+	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "peer\tsettings\truns\tmean docs/s\tmean CPU s per M\tmean peak RssAnon MiB\t")
+	for _, v := range tuneVariants() {
+		var n int
+		var rate, cpu, anon float64
+		for _, t := range rs {
+			if t.v.peer == v.peer && t.v.desc == v.desc && t.r.ok() {
+				n++
+				rate += t.r.docsPerSec()
+				cpu += t.r.cpuPerMillion()
+				anon += float64(t.r.PeakAnon) / (1 << 20)
+			}
+		}
+		if n == 0 {
+			continue
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%.0f\t%.1f\t%.0f\t\n", v.peer, v.desc, n, rate/float64(n), cpu/float64(n), anon/float64(n))
 	}
 	tw.Flush()
 	fmt.Fprintln(w)
