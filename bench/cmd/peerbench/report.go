@@ -143,14 +143,19 @@ func buildSummary(p *peer) string {
 	if p.bin == "" {
 		return "not built: " + oneLine(p.err, 120)
 	}
-	first := "first build: unknown"
-	if l, _, _ := strings.Cut(p.build.First, "\n"); l != "" {
-		first = "first build " + strings.TrimPrefix(l, "took ")
-	}
+	this := fmt.Sprintf("cached (this run's build step %s)", p.build.ThisRun.Round(100*time.Millisecond))
 	if p.build.Built {
-		return first + ", by this run"
+		this = "built by this run"
+		if l, _, _ := strings.Cut(p.build.First, "\n"); l != "" {
+			this += ": " + strings.TrimPrefix(l, "took ")
+		}
 	}
-	return first + fmt.Sprintf("; cached, this run's build step %s", p.build.ThisRun.Round(100*time.Millisecond))
+	if len(p.build.History) > 0 {
+		_, first, _ := strings.Cut(p.build.History[0], ": ")
+		first, _, _ = strings.Cut(first, ",")
+		this += "; the first build on this machine " + first
+	}
+	return this
 }
 
 func find(runs []runResult, name string, round int) (runResult, bool) {
