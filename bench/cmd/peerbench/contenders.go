@@ -51,20 +51,20 @@ type peerSettings struct {
 	filebeatFlushTimeout string
 }
 
-// defaultPeerSettings are the best of peerbench -tune
-// (bench/results/peers-tuning.txt). Filebeat: Elastic's "throughput"
-// preset (Filebeat 8.12+; each of its settings exists in 7.17) but its
-// compression_level 1 and flush.timeout 5s; 800 or 3200 per request, 2 or
-// 8 workers did no better. Benthos: batches of 250, 4 in flight (as many
-// as shipper's max_in_flight and Filebeat's workers); its elasticsearch
-// output's CPU per document grows with the batch (each document's six
-// interpolations copy the batch's slice of messages), so batches of 1000
-// or 1600 cost twice the CPU and delivered half as fast, and 100 × 16 or
-// 500 × 8 did no better than 250 × 4.
+// defaultPeerSettings are, for each peer, the settings with the highest
+// mean docs/s in peerbench -tune (bench/results/peers-tuning.txt), whose
+// variants start from each peer's documented advice. Filebeat: Elastic's
+// "throughput" preset (Filebeat 8.12+; each of its settings exists in
+// 7.17: bulk_max_size 1600, worker 4, queue.mem.events 12800) without its
+// compression_level 1 and with flush.timeout 1s, and bulk_max_size and
+// flush.min_events 800, the best of the search. Benthos: batches of 100,
+// 16 in flight; its elasticsearch output's CPU per document grows with the
+// batch (each document's six interpolations copy the batch's slice of
+// messages), so batches of 1000 or 1600 cost two to three times the CPU.
 func defaultPeerSettings() peerSettings {
 	return peerSettings{
-		benthosBatchCount: 250, benthosBatchPeriod: "1s", benthosMaxInFlight: 4, benthosCheckpoint: 4096,
-		filebeatBulkMaxSize: 1600, filebeatWorkers: 4, filebeatQueueEvents: 12800, filebeatFlushMin: 1600, filebeatFlushTimeout: "1s",
+		benthosBatchCount: 100, benthosBatchPeriod: "1s", benthosMaxInFlight: 16, benthosCheckpoint: 4096,
+		filebeatBulkMaxSize: 800, filebeatWorkers: 4, filebeatQueueEvents: 12800, filebeatFlushMin: 800, filebeatFlushTimeout: "1s",
 	}
 }
 
