@@ -109,7 +109,7 @@ func run(ctx context.Context, args []string) error {
 	fs.StringVar(&o.agentBin, "agent", "", "agent binary (default: go build ./cmd/shipper into the temporary directory)")
 	fs.StringVar(&o.buildScript, "build", "bench/peers/build", "the script that builds the peers once, or finds them in its cache")
 	fs.StringVar(&o.only, "only", "", "comma-separated contenders to run: shipper, benthos, filebeat (default: all)")
-	fs.BoolVar(&o.directCheck, "direct-check", true, "before the rounds, start Filebeat against the node itself, without the proxy, and keep its error")
+	fs.BoolVar(&o.directCheck, "direct-check", true, "before the rounds, start each peer against the node itself, without the proxy (Benthos with sniff and healthcheck on, as it comes), and keep its error")
 	fs.BoolVar(&o.warmup, "warmup", true, "before the rounds, read the topic once in a consumer group and run shipper once, untimed (a fresh broker creates __consumer_offsets at the first group; a fresh node's JVM warms up)")
 	fs.BoolVar(&o.keepTopic, "keep-topic", false, "do not delete the topic at the end")
 	o.peer = defaultPeerSettings()
@@ -227,9 +227,15 @@ func run(ctx context.Context, args []string) error {
 	}
 
 	if o.directCheck {
-		if fb := b.peer("filebeat"); fb != nil && fb.err == "" {
-			b.direct = b.filebeatDirect(ctx, fb)
-			b.progress("Filebeat straight to the node, without the proxy: %s", b.direct)
+		for _, p := range b.peers {
+			if p.name == "shipper" || p.err != "" {
+				continue
+			}
+			if b.directs == nil {
+				b.directs = map[string]string{}
+			}
+			b.directs[p.name] = b.direct(ctx, p)
+			b.progress("%s straight to the node, without the proxy: %s", p.name, b.directs[p.name])
 		}
 	}
 
@@ -312,7 +318,7 @@ type bench struct {
 	topic                   string
 	filled                  logtopic.Filled
 	indexes                 int
-	direct                  string            // Filebeat's own words without the proxy
+	directs                 map[string]string // each peer's own words without the proxy
 	warm                    string            // what the warm-up did
 	configs                 map[string]string // each contender's configuration file, from its first run
 	samples                 map[string]string // a document each contender indexed, from its first run
@@ -448,24 +454,38 @@ func (b *bench) runContender(ctx context.Context, p *peer, round int) (runResult
 	return r, nil
 }
 
-// filebeatDirect starts Filebeat against the node itself, without the
-// proxy, for up to 20 s or until it logs an error, and returns that error
-// as Filebeat wrote it.
-func (b *bench) filebeatDirect(ctx context.Context, p *peer) string {
-	dir, err := os.MkdirTemp(b.tmp, "filebeat-direct-")
+// direct starts a peer against the node itself, without the proxy, for up
+// to 20 s or until it logs that it cannot connect, and returns that line
+// as the peer wrote it. Filebeat runs with its configuration of the
+// rounds; Benthos with sniff and healthcheck at their defaults (on), as
+// it comes.
+func (b *bench) direct(ctx context.Context, p *peer) string {
+	dir, err := os.MkdirTemp(b.tmp, p.name+"-direct-")
 	if err != nil {
 		return err.Error()
 	}
 	defer os.RemoveAll(dir)
 	b.indexes++
-	index := fmt.Sprintf("peerbench-%d-%d-filebeat-direct", b.start.Unix(), b.indexes)
-	s := runSpec{dir: dir, broker: b.stack.KafkaBrokers, topic: b.topic, group: b.topic + "-filebeat-direct", esURL: b.stack.ESURL,
-		index: index, records: int64(b.o.records)}
-	confPath := filepath.Join(dir, "filebeat.yml")
-	if err := os.WriteFile(confPath, []byte(filebeatConfig(s, b.o.peer)), 0o600); err != nil {
+	index := fmt.Sprintf("peerbench-%d-%d-%s-direct", b.start.Unix(), b.indexes, p.name)
+	s := runSpec{dir: dir, broker: b.stack.KafkaBrokers, topic: b.topic, group: fmt.Sprintf("%s-%d-%s-direct", b.topic, b.indexes, p.name),
+		esURL: b.stack.ESURL, index: index, records: int64(b.o.records)}
+	var conf, confPath string
+	var args []string
+	switch p.name {
+	case "filebeat":
+		conf, confPath = filebeatConfig(s, b.o.peer), filepath.Join(dir, "filebeat.yml")
+		args = filebeatArgs(dir, confPath)
+	case "benthos":
+		conf, confPath = benthosConfig(s, b.o.peer), filepath.Join(dir, "benthos.yaml")
+		conf = strings.Replace(strings.Replace(conf, "    sniff: false\n", "", 1), "    healthcheck: false\n", "", 1)
+		args = []string{"-c", confPath}
+	default:
+		return ""
+	}
+	if err := os.WriteFile(confPath, []byte(conf), 0o600); err != nil {
 		return err.Error()
 	}
-	c, err := startChild(p.bin, filebeatArgs(dir, confPath), os.Environ(), dir, filepath.Join(dir, "log"))
+	c, err := startChild(p.bin, args, os.Environ(), dir, filepath.Join(dir, "log"))
 	if err != nil {
 		return err.Error()
 	}
@@ -486,8 +506,8 @@ func (b *bench) filebeatDirect(ctx context.Context, p *peer) string {
 	return fmt.Sprintf("no connection error logged in 20 s; %d documents indexed", n)
 }
 
-// connectError returns the first line of a Filebeat log that says its
-// output could not connect.
+// connectError returns the first line of a peer's log that says its
+// output could not connect (Filebeat's and Benthos's words).
 func connectError(path string) string {
 	b, err := os.ReadFile(path)
 	if err != nil {

@@ -92,9 +92,14 @@ func report(w io.Writer, info machine.Info, b *bench, runs []runResult, took tim
 		fmt.Fprintln(w)
 	}
 
-	if b.direct != "" {
-		fmt.Fprintln(w, "## Filebeat straight to the node, without the proxy (the same configuration, the node's URL)")
-		fmt.Fprintln(w, b.direct)
+	if len(b.directs) > 0 {
+		fmt.Fprintln(w, "## the peers straight to the node, without the proxy, in their own words (Filebeat with the rounds' configuration;")
+		fmt.Fprintln(w, "## Benthos with sniff and healthcheck at their defaults, on)")
+		for _, p := range b.peers {
+			if d, ok := b.directs[p.name]; ok {
+				fmt.Fprintf(w, "%s: %s\n", p.name, d)
+			}
+		}
 		fmt.Fprintln(w)
 	}
 
