@@ -69,7 +69,9 @@ import (
 	"time"
 
 	"github.com/shipper-agent/shipper"
+	"github.com/shipper-agent/shipper/bench/internal/agentrun"
 	"github.com/shipper-agent/shipper/bench/internal/cputime"
+	"github.com/shipper-agent/shipper/bench/internal/esadmin"
 	"github.com/shipper-agent/shipper/bench/internal/logtopic"
 	"github.com/shipper-agent/shipper/bench/internal/machine"
 	"github.com/shipper-agent/shipper/test/e2e/loggen"
@@ -99,42 +101,9 @@ const (
 type contender struct {
 	name   string
 	kind   kind
-	set    agentSettings // agent contenders: settings changed from the defaults
-	side   bool          // runs only in the first -side-rounds rounds
-	pinned bool          // Elasticsearch on one core, the client on the other (pin.go)
-}
-
-// agentSettings are the agent's settings a contender changes; "" (or 0)
-// leaves the default.
-type agentSettings struct {
-	chunkSize    string // buffer.chunk_size
-	maxBulkBytes string // elasticsearch.max_bulk_bytes
-	compression  string // elasticsearch.compression
-	adaptive     string // elasticsearch.adaptive_concurrency: "true" or "false"
-	maxInFlight  int    // elasticsearch.max_in_flight
-}
-
-func (s agentSettings) String() string {
-	var parts []string
-	if s.chunkSize != "" {
-		parts = append(parts, "chunk_size "+s.chunkSize)
-	}
-	if s.maxBulkBytes != "" {
-		parts = append(parts, "max_bulk_bytes "+s.maxBulkBytes)
-	}
-	if s.compression != "" {
-		parts = append(parts, "compression "+s.compression)
-	}
-	if s.adaptive != "" {
-		parts = append(parts, "adaptive_concurrency "+s.adaptive)
-	}
-	if s.maxInFlight > 0 {
-		parts = append(parts, "max_in_flight "+strconv.Itoa(s.maxInFlight))
-	}
-	if len(parts) == 0 {
-		return "defaults"
-	}
-	return strings.Join(parts, ", ")
+	set    agentrun.Settings // agent contenders: settings changed from the defaults
+	side   bool              // runs only in the first -side-rounds rounds
+	pinned bool              // Elasticsearch on one core, the client on the other (pin.go)
 }
 
 // contenders in the order of odd rounds; even rounds reverse it. loader and
@@ -145,16 +114,16 @@ var contenders = []contender{
 	{name: "plain", kind: plainKafka},
 	{name: "loader", kind: loaderToES},
 	{name: "agent→es", kind: agentToES},
-	{name: "agent→es gzip", kind: agentToES, set: agentSettings{compression: "gzip"}},
+	{name: "agent→es gzip", kind: agentToES, set: agentrun.Settings{Compression: "gzip"}},
 	{name: "agent→es pinned", kind: agentToES, pinned: true},
 	{name: "loader pinned", kind: loaderToES, pinned: true},
-	{name: "chunk 1MiB", kind: agentToES, set: agentSettings{chunkSize: "1MiB"}, side: true},
-	{name: "chunk 8MiB", kind: agentToES, set: agentSettings{chunkSize: "8MiB"}, side: true},
-	{name: "bulk 1MiB", kind: agentToES, set: agentSettings{maxBulkBytes: "1MiB"}, side: true},
-	{name: "bulk 2MiB", kind: agentToES, set: agentSettings{maxBulkBytes: "2MiB"}, side: true},
-	{name: "adaptive off", kind: agentToES, set: agentSettings{adaptive: "false"}, side: true},
-	{name: "in_flight 2", kind: agentToES, set: agentSettings{maxInFlight: 2}, side: true},
-	{name: "in_flight 1", kind: agentToES, set: agentSettings{maxInFlight: 1}, side: true},
+	{name: "chunk 1MiB", kind: agentToES, set: agentrun.Settings{ChunkSize: "1MiB"}, side: true},
+	{name: "chunk 8MiB", kind: agentToES, set: agentrun.Settings{ChunkSize: "8MiB"}, side: true},
+	{name: "bulk 1MiB", kind: agentToES, set: agentrun.Settings{MaxBulkBytes: "1MiB"}, side: true},
+	{name: "bulk 2MiB", kind: agentToES, set: agentrun.Settings{MaxBulkBytes: "2MiB"}, side: true},
+	{name: "adaptive off", kind: agentToES, set: agentrun.Settings{Adaptive: "false"}, side: true},
+	{name: "in_flight 2", kind: agentToES, set: agentrun.Settings{MaxInFlight: 2}, side: true},
+	{name: "in_flight 1", kind: agentToES, set: agentrun.Settings{MaxInFlight: 1}, side: true},
 }
 
 type options struct {
@@ -288,11 +257,11 @@ func run(ctx context.Context, args []string) error {
 		return err
 	}
 	b.stack = stack
-	b.es = esAdmin{url: stack.ESURL, client: &http.Client{Timeout: time.Minute}}
+	b.es = esadmin.Admin{URL: stack.ESURL, Client: &http.Client{Timeout: time.Minute}}
 	if st, err := stacktest.Status(ctx); err == nil {
 		b.esSession, b.kafkaSession = st.Elasticsearch.PID, st.Kafka.PID
 	}
-	b.esInfo = b.es.describe(ctx)
+	b.esInfo = b.es.Describe(ctx)
 
 	b.topic = fmt.Sprintf("outputbench-%d", time.Now().UnixNano())
 	if !o.keepTopic {
@@ -386,7 +355,7 @@ type bench struct {
 	self, tmp               string
 	start                   time.Time
 	stack                   *stacktest.Stack
-	es                      esAdmin
+	es                      esadmin.Admin
 	esInfo                  string
 	esSession, kafkaSession int
 	topic                   string
@@ -409,7 +378,7 @@ func (b *bench) progress(format string, args ...any) {
 func (b *bench) newIndex(ctx context.Context, what string) (string, error) {
 	b.indexes++
 	name := fmt.Sprintf("outputbench-%d-%d-%s", b.start.Unix(), b.indexes, what)
-	return name, b.es.create(ctx, name)
+	return name, b.es.Create(ctx, name)
 }
 
 // searchLoader runs the loader once per request size × concurrency on the
@@ -539,7 +508,7 @@ func (b *bench) runLoader(ctx context.Context, name string, s loaderSettings, do
 	if err != nil {
 		return runResult{}, err
 	}
-	defer b.es.delete(index)
+	defer b.es.Delete(index)
 	load := machine.Load()
 	m := b.around()
 	args := []string{"-child", "loader", "-es", b.stack.ESURL, "-index", index, "-docs", b.docs,
@@ -558,7 +527,7 @@ func (b *bench) runLoader(ctx context.Context, name string, s loaderSettings, do
 	}
 	m.finish(&r)
 	r.Contender, r.Settings, r.Load = name, s.String(), load
-	n, err := b.es.refreshedCount(ctx, index)
+	n, err := b.es.RefreshedCount(ctx, index)
 	r.Counted = n
 	if err != nil {
 		return r, err

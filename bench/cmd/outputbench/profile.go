@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/shipper-agent/shipper/agent"
+	"github.com/shipper-agent/shipper/bench/internal/agentrun"
 	"github.com/shipper-agent/shipper/bench/internal/bulksink"
 )
 
@@ -39,12 +40,13 @@ func (b *bench) profileAgent(ctx context.Context, keep string) (*cpuProfile, err
 		return nil, err
 	}
 	defer sink.Close()
-	port, err := freePort()
+	port, err := agentrun.FreePort()
 	if err != nil {
 		return nil, err
 	}
 	group := fmt.Sprintf("%s-profile-%d", b.topic, time.Now().UnixNano())
-	conf := agentConfig(dir, fmt.Sprintf("127.0.0.1:%d", port), b.stack.KafkaBrokers, b.topic, group, sink.URL(), "outputbench-sink", agentSettings{})
+	conf := agentrun.Config(agentrun.Where{DataDir: dir, API: fmt.Sprintf("127.0.0.1:%d", port), Broker: b.stack.KafkaBrokers,
+		Topic: b.topic, Group: group, ESURL: sink.URL(), Index: "outputbench-sink"}, agentrun.Settings{})
 	confPath := filepath.Join(dir, "shipper.hcl")
 	cfg, err := agent.ParseConfig(confPath, []byte(conf))
 	if err != nil {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/shipper-agent/shipper/agent"
+	"github.com/shipper-agent/shipper/bench/internal/esadmin"
 	"github.com/shipper-agent/shipper/bench/internal/machine"
 	"github.com/shipper-agent/shipper/bench/internal/plainconsumer"
 	"github.com/shipper-agent/shipper/test/e2e/stacktest"
@@ -49,7 +50,7 @@ func report(w io.Writer, info machine.Info, b *bench, runs []runResult, took tim
 		def.Elasticsearch.MaxInFlight)
 	fmt.Fprintf(w, "#   adaptive_concurrency %v, compression %s, hedge_after %s\n", def.Elasticsearch.AdaptiveConcurrency,
 		def.Elasticsearch.Compression, def.Elasticsearch.HedgeAfter)
-	fmt.Fprintf(w, "# index: a fresh one per run, created beforehand with %s; deleted after the run once a _refresh\n", indexSettings)
+	fmt.Fprintf(w, "# index: a fresh one per run, created beforehand with %s; deleted after the run once a _refresh\n", esadmin.IndexSettings)
 	fmt.Fprintln(w, "#   and _count found every document")
 	fmt.Fprintln(w, "# loader: a child process of outputbench: every request body built before the clock starts (bulk create, the")
 	fmt.Fprintln(w, "#   agent's action lines and sources, the agent's filter_path and include_source_on_error=false), then N workers")
