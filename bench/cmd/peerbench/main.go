@@ -616,51 +616,19 @@ func lastLines(s string, n int) string {
 	return strings.Join(lines[max(0, len(lines)-n):], " | ")
 }
 
-// around measures what else ran beside a contender: the servers' processes,
-// this program (the proxy) and the whole machine.
-type aroundMark struct {
-	b             *bench
-	es, kafka     cputime.Mark
-	esOK, kafkaOK bool
-	self          cputime.Mark
-	busy, total   time.Duration
-	machineOK     bool
+// around measures what else ran beside a contender (cputime.Around).
+type aroundMark struct{ *cputime.Around }
+
+func (b *bench) around() aroundMark {
+	return aroundMark{cputime.StartAround(b.esSession, b.kafkaSession)}
 }
 
-func (b *bench) around() *aroundMark {
-	m := &aroundMark{b: b, self: cputime.Self()}
-	var err error
-	if b.esSession > 0 {
-		m.es, err = cputime.Session(b.esSession)
-		m.esOK = err == nil
-	}
-	if b.kafkaSession > 0 {
-		m.kafka, err = cputime.Session(b.kafkaSession)
-		m.kafkaOK = err == nil
-	}
-	m.busy, m.total, err = cputime.Machine()
-	m.machineOK = err == nil
-	return m
-}
-
-func (m *aroundMark) finish(r *runResult) {
-	if m.esOK {
-		if e, err := cputime.Session(m.b.esSession); err == nil {
-			u, s := e.CPU(m.es)
-			r.ESCPU = u + s
-		}
-	}
-	if m.kafkaOK {
-		if k, err := cputime.Session(m.b.kafkaSession); err == nil {
-			u, s := k.CPU(m.kafka)
-			r.KafkaCPU = u + s
-		}
-	}
-	u, s := cputime.Self().CPU(m.self)
-	r.ProxyCPU = u + s
-	if busy, total, err := cputime.Machine(); err == nil && m.machineOK && total > m.total {
-		r.MachineBusy, r.MachineTotal = busy-m.busy, total-m.total
-	}
+// finish records, in r, the CPU the servers, this process and the whole
+// machine spent since the mark.
+func (m aroundMark) finish(r *runResult) {
+	sp := m.Finish()
+	r.ESCPU, r.KafkaCPU, r.ProxyCPU = sp.ES, sp.Kafka, sp.Self
+	r.MachineBusy, r.MachineTotal = sp.MachineBusy, sp.MachineTotal
 }
 
 // niceness is this process's nice value (the contenders and a stack it

@@ -141,3 +141,65 @@ func Machine() (busy, total time.Duration, err error) {
 	}
 	return busy, total, nil
 }
+
+// Around measures the CPU spent beside a contender while it runs: two
+// server sessions (Elasticsearch's and Kafka's processes; a session id of 0
+// or one that cannot be read is left out), this process, and the whole
+// machine.
+type Around struct {
+	esSession, kafkaSession int
+	es, kafka               Mark
+	esOK, kafkaOK           bool
+	self                    Mark
+	busy, total             time.Duration
+	machineOK               bool
+}
+
+// Spent is what Around.Finish measured since Start; ES and Kafka are 0 when
+// their session could not be read, MachineTotal 0 when the machine's
+// counters could not.
+type Spent struct {
+	ES, Kafka, Self           time.Duration
+	MachineBusy, MachineTotal time.Duration
+}
+
+// StartAround marks the counters now.
+func StartAround(esSession, kafkaSession int) *Around {
+	a := &Around{esSession: esSession, kafkaSession: kafkaSession, self: Self()}
+	var err error
+	if esSession > 0 {
+		a.es, err = Session(esSession)
+		a.esOK = err == nil
+	}
+	if kafkaSession > 0 {
+		a.kafka, err = Session(kafkaSession)
+		a.kafkaOK = err == nil
+	}
+	a.busy, a.total, err = Machine()
+	a.machineOK = err == nil
+	return a
+}
+
+// Finish returns what was spent since StartAround.
+func (a *Around) Finish() Spent {
+	var sp Spent
+	since := func(ok bool, sid int, start Mark) time.Duration {
+		if !ok {
+			return 0
+		}
+		m, err := Session(sid)
+		if err != nil {
+			return 0
+		}
+		u, s := m.CPU(start)
+		return u + s
+	}
+	sp.ES = since(a.esOK, a.esSession, a.es)
+	sp.Kafka = since(a.kafkaOK, a.kafkaSession, a.kafka)
+	u, s := Self().CPU(a.self)
+	sp.Self = u + s
+	if busy, total, err := Machine(); err == nil && a.machineOK && total > a.total {
+		sp.MachineBusy, sp.MachineTotal = busy-a.busy, total-a.total
+	}
+	return sp
+}

@@ -56,3 +56,24 @@ func TestMachine(t *testing.T) {
 		t.Errorf("busy %s of %s", busy, total)
 	}
 }
+
+// Around counts this process's CPU, and a session's (this test's own) when
+// given one; a session of 0 is left out.
+func TestAround(t *testing.T) {
+	sid, err := unix.Getsid(0)
+	if err != nil {
+		t.Skip(err)
+	}
+	a := StartAround(sid, 0)
+	start := Self()
+	for x := 0; Self().User+Self().Sys-start.User-start.Sys < 50*time.Millisecond; x++ {
+		_ = x * x
+	}
+	sp := a.Finish()
+	if sp.Self < 50*time.Millisecond || sp.ES < sp.Self-30*time.Millisecond || sp.Kafka != 0 {
+		t.Errorf("spent %+v after 50 ms of CPU in this process, its session given as the first", sp)
+	}
+	if sp.MachineTotal > 0 && sp.MachineBusy > sp.MachineTotal {
+		t.Errorf("machine busy %s of %s", sp.MachineBusy, sp.MachineTotal)
+	}
+}
