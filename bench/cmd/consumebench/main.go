@@ -43,6 +43,7 @@ import (
 
 	kafkago "github.com/segmentio/kafka-go"
 
+	"github.com/shipper-agent/shipper/bench/internal/figures"
 	"github.com/shipper-agent/shipper/bench/internal/logtopic"
 	"github.com/shipper-agent/shipper/bench/internal/machine"
 	"github.com/shipper-agent/shipper/bench/internal/plainconsumer"
@@ -180,6 +181,9 @@ func run(ctx context.Context, args []string) error {
 		w = f
 	}
 	report(w, info, o, stack, topic, prod, runs, time.Since(start))
+	if err := writeFigures(o.out, info, o, runs, start); err != nil {
+		return err
+	}
 	if o.out != "" {
 		progress("figures in %s", o.out)
 	}
@@ -305,9 +309,27 @@ func report(w io.Writer, info machine.Info, o options, stack *stacktest.Stack, t
 	tw.Flush()
 	fmt.Fprintln(w)
 
-	// Ratios within a round: the two runs were adjacent in time.
-	var thr, cpu []float64
-	for round := 1; round <= o.rounds; round++ {
+	thr, cpu := roundRatios(runs, o.rounds)
+	fmt.Fprintln(w, "## input ÷ plain, per round: median [min–max]")
+	fmt.Fprintf(w, "records/s: %s (goal ≥ 0.8: %s)\n", spreadOf(thr, "%.2f"), verdict(thr))
+	fmt.Fprintf(w, "CPU s per million records: %s (above 1: the input spends more CPU per record)\n", spreadOf(cpu, "%.2f"))
+	fmt.Fprintln(w)
+
+	fmt.Fprintln(w, "## runs, in the order they ran")
+	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "round\tcontender\trecords\tMB\trecords/s\tMB/s\tCPU s\tuser s\tsys s\tCPU s per M records\tjoin s\tstart to last record s\tclose s\tpeak RSS MiB\tcommitted to the end\tload at the start\t")
+	for _, r := range runs {
+		fmt.Fprintf(tw, "%d\t%s\t%d\t%.1f\t%.0f\t%.1f\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%.0f\t%s\t%s\t\n", r.Round, r.Contender,
+			r.Records, float64(r.Bytes)/1e6, r.recordsPerSec(), r.mbPerSec(), r.CPU.Seconds(), r.User.Seconds(), r.Sys.Seconds(),
+			r.cpuPerMillion(), r.joinSecs(), r.totalSecs(), r.closeSecs(), r.rssMiB(), r.Committed, r.Load)
+	}
+	tw.Flush()
+}
+
+// roundRatios are input ÷ plain per round, records/s and CPU per record:
+// the two runs of a round were adjacent in time.
+func roundRatios(runs []runResult, rounds int) (thr, cpu []float64) {
+	for round := 1; round <= rounds; round++ {
 		var in, pl *runResult
 		for i := range runs {
 			if runs[i].Round == round {
@@ -323,20 +345,28 @@ func report(w io.Writer, info machine.Info, o options, stack *stacktest.Stack, t
 			cpu = append(cpu, in.cpuPerMillion()/pl.cpuPerMillion())
 		}
 	}
-	fmt.Fprintln(w, "## input ÷ plain, per round: median [min–max]")
-	fmt.Fprintf(w, "records/s: %s (goal ≥ 0.8: %s)\n", spreadOf(thr, "%.2f"), verdict(thr))
-	fmt.Fprintf(w, "CPU s per million records: %s (above 1: the input spends more CPU per record)\n", spreadOf(cpu, "%.2f"))
-	fmt.Fprintln(w)
+	return thr, cpu
+}
 
-	fmt.Fprintln(w, "## runs, in the order they ran")
-	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "round\tcontender\trecords\tMB\trecords/s\tMB/s\tCPU s\tuser s\tsys s\tCPU s per M records\tjoin s\tstart to last record s\tclose s\tpeak RSS MiB\tcommitted to the end\tload at the start\t")
-	for _, r := range runs {
-		fmt.Fprintf(tw, "%d\t%s\t%d\t%.1f\t%.0f\t%.1f\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%.0f\t%s\t%s\t\n", r.Round, r.Contender,
-			r.Records, float64(r.Bytes)/1e6, r.recordsPerSec(), r.mbPerSec(), r.CPU.Seconds(), r.User.Seconds(), r.Sys.Seconds(),
-			r.cpuPerMillion(), r.joinSecs(), r.totalSecs(), r.closeSecs(), r.rssMiB(), r.Committed, r.Load)
+// writeFigures writes the headline figures beside the text results
+// (figures.JSONPath(out)).
+func writeFigures(out string, info machine.Info, o options, runs []runResult, start time.Time) error {
+	r := figures.New("consumebench", "the Kafka input alone beside a plain kafka-go consumer group", info, o.quick)
+	for _, name := range contenders {
+		var thr, cpu []float64
+		for _, run := range runs {
+			if run.Contender == name {
+				thr = append(thr, run.recordsPerSec())
+				cpu = append(cpu, run.cpuPerMillion())
+			}
+		}
+		r.Add("records/s, consuming only", name, "records/s", figures.Higher, thr, "")
+		r.Add("CPU per million records", name, "CPU s", figures.Lower, cpu, "")
 	}
-	tw.Flush()
+	thr, cpu := roundRatios(runs, o.rounds)
+	r.Add("input ÷ plain, within a round", "records/s", "ratio", figures.Higher, thr, "goal ≥ 0.8: "+verdict(thr))
+	r.Add("input ÷ plain, within a round", "CPU per record", "ratio", figures.Lower, cpu, "")
+	return r.WriteBeside(out, start)
 }
 
 func spread(rs []runResult, format string, f func(runResult) float64) string {

@@ -343,6 +343,9 @@ func run(ctx context.Context, args []string) error {
 		fmt.Fprintf(w, "\nFAILED: %v\n", failed)
 		return failed
 	}
+	if err := writeFigures(o.out, info, b, runs, start); err != nil {
+		return err
+	}
 	if o.out != "" {
 		b.progress("figures in %s", o.out)
 	}
