@@ -38,8 +38,8 @@ var errQuickDocs = errors.New("not updating the docs")
 func run(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("report", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	dir := fs.String("dir", "", "the results directory of one `make bench` run (bench/results/<date>), holding its *.json figures")
-	docs := fs.String("docs", "", "a markdown file whose lines between "+beginMarker+" and "+endMarker+" get a summary of the run (\"\": none)")
+	dir := fs.String("dir", "", "the results `directory` of one make bench run (bench/results/<date>), holding its *.json figures")
+	docs := fs.String("docs", "", "a markdown `file` whose lines between "+beginMarker+" and "+endMarker+" get a summary of the run (\"\": none)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

@@ -108,7 +108,7 @@ func Summary(rel, dir string, reports []Report, charts map[string][]Chart) strin
 	for _, c := range distinctCommits(reports) {
 		short = append(short, "`"+shortCommit(c)+"`")
 	}
-	fmt.Fprintf(&b, "Latest `make bench`: %s, commit %s ([the full report](%s)).\n",
+	fmt.Fprintf(&b, "\nLatest `make bench`: %s, commit %s ([the full report](%s)).\n",
 		runDate(dir, reports), strings.Join(short, ", "), linkPath(rel, "README.md"))
 	for _, r := range reports {
 		fmt.Fprintf(&b, "\n### %s\n\n", heading(r))
@@ -125,6 +125,7 @@ func Summary(rel, dir string, reports []Report, charts map[string][]Chart) strin
 		}
 		writeImages(&b, charts[r.Bench], rel)
 	}
+	b.WriteString("\n")
 	return b.String()
 }
 

@@ -370,3 +370,36 @@ func TestShortCommit(t *testing.T) {
 		}
 	}
 }
+
+func TestChartNames(t *testing.T) {
+	dir := t.TempDir()
+	two := func(group, unit string) []Figure {
+		return []Figure{
+			{Group: group, Name: "a", Unit: unit, Median: 2, Min: 1, Max: 3, N: 3},
+			{Group: group, Name: "b", Unit: unit, Median: 5, Min: 4, Max: 6, N: 3},
+		}
+	}
+	r := Report{
+		Bench:   "xbench",
+		Figures: append(append(two("Latency", "s"), two("Latency", "ms")...), two("size", "MiB")...),
+		Series: []Series{
+			{Chart: "size", Name: "heap", Points: []Point{{0, 1}, {1, 2}}},
+			{Chart: "empty", Name: "none"},
+		},
+	}
+	charts, err := DrawCharts(dir, []Report{r})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, c := range charts["xbench"] {
+		got = append(got, c.File)
+		if _, err := os.Stat(filepath.Join(dir, c.File)); err != nil {
+			t.Error(err)
+		}
+	}
+	want := "xbench-latency-s.png xbench-latency-ms.png xbench-size.png xbench-size-2.png"
+	if strings.Join(got, " ") != want {
+		t.Errorf("charts %v, want %s", got, want)
+	}
+}
