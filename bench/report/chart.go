@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -56,7 +55,11 @@ func DrawCharts(dir string, reports []Report) (map[string][]Chart, error) {
 				parts = append(parts, g.unit)
 			}
 			c := Chart{File: name(r.Bench, parts...), Title: g.group + " (" + g.unit + ")"}
-			if err := savePlot(filepath.Join(dir, c.File), barPlot(c.Title, g.figures), barHeight(len(g.figures))); err != nil {
+			p, err := barPlot(c.Title, g.figures)
+			if err == nil {
+				err = savePlot(filepath.Join(dir, c.File), p, barHeight(len(g.figures)))
+			}
+			if err != nil {
 				return nil, fmt.Errorf("chart %s of %s: %w", c.Title, r.Bench, err)
 			}
 			charts[r.Bench] = append(charts[r.Bench], c)
@@ -156,7 +159,7 @@ func barHeight(n int) vg.Length {
 
 // barPlot draws figures as horizontal bars at their medians with an error
 // bar from min to max, the first figure at the top.
-func barPlot(title string, figures []Figure) *plot.Plot {
+func barPlot(title string, figures []Figure) (*plot.Plot, error) {
 	p := newPlot(title)
 	p.X.Label.Text = caption(figures)
 	p.Y.Tick.Marker = plot.DefaultTicks{} // replaced by NominalY
@@ -176,21 +179,21 @@ func barPlot(title string, figures []Figure) *plot.Plot {
 		names[j] = f.Name
 	}
 	bars, err := plotter.NewBarChart(medians, 0.55*vg.Centimeter)
-	if err != nil { // only for NaN or infinite figures, which JSON cannot hold
-		panic(err)
+	if err != nil {
+		return nil, err
 	}
 	bars.Horizontal = true
 	bars.Color = plotutil.Color(1)
 	bars.LineStyle.Width = 0
 	errs, err := plotter.NewXErrorBars(ranges)
 	if err != nil {
-		panic(err)
+		return nil, err
 	}
 	errs.LineStyle.Width = vg.Points(1.2)
 	errs.CapWidth = 0.3 * vg.Centimeter
 	values, err := plotter.NewLabels(labels)
 	if err != nil {
-		panic(err)
+		return nil, err
 	}
 	for i := range values.TextStyle {
 		values.TextStyle[i].Font.Size = vg.Points(9)
@@ -204,7 +207,7 @@ func barPlot(title string, figures []Figure) *plot.Plot {
 	if p.X.Min > 0 {
 		p.X.Min = 0
 	}
-	return p
+	return p, nil
 }
 
 // caption says what a bar and its error bar are.
@@ -300,15 +303,18 @@ func savePlot(path string, p *plot.Plot, height vg.Length) error {
 	return nil
 }
 
-// groupedTicks are the default ticks with thousands separated.
+// groupedTicks are the default ticks labelled without trailing zeros and
+// with thousands separated: 0, 2.5, 250,000.
 type groupedTicks struct{}
 
 // Ticks implements plot.Ticker.
 func (groupedTicks) Ticks(lo, hi float64) []plot.Tick {
 	ticks := plot.DefaultTicks{}.Ticks(lo, hi)
 	for i, t := range ticks {
-		if t.Label != "" && math.Abs(t.Value) >= 1000 {
-			ticks[i].Label = groupThousands(strconv.FormatFloat(t.Value, 'f', -1, 64))
+		if t.Label != "" {
+			// 12 digits drop the float noise of multiples like 0.1 × 3.
+			v, _ := strconv.ParseFloat(strconv.FormatFloat(t.Value, 'g', 12, 64), 64)
+			ticks[i].Label = groupThousands(strconv.FormatFloat(v, 'f', -1, 64))
 		}
 	}
 	return ticks

@@ -30,6 +30,7 @@ func WriteREADME(dir string, reports []Report, charts map[string][]Chart) error 
 			"(short runs, few repetitions) to check that the programs work; do not quote these figures.\n\n",
 			strings.Join(quick, ", "))
 	}
+	b.WriteString("Drawn by bench/report from each program's `*.json` figures; its text results file is the full record.\n\n")
 	commits := distinctCommits(reports)
 	if len(commits) == 1 {
 		fmt.Fprintf(&b, "Commit: `%s`.\n\n", commits[0])
@@ -40,7 +41,7 @@ func WriteREADME(dir string, reports []Report, charts map[string][]Chart) error 
 		}
 		b.WriteString("\n")
 	}
-	b.WriteString("| program | started (UTC) | took | load averages at start | commit |\n| --- | --- | --- | --- | --- |\n")
+	b.WriteString("| program | started (UTC) | took | load averages at start (1, 5, 15 min) | commit |\n| --- | --- | --- | --- | --- |\n")
 	for _, r := range reports {
 		started := "?"
 		if !r.Date.IsZero() {

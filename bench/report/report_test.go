@@ -403,3 +403,15 @@ func TestChartNames(t *testing.T) {
 		t.Errorf("charts %v, want %s", got, want)
 	}
 }
+
+func TestTickLabels(t *testing.T) {
+	var labels []string
+	for _, tick := range (groupedTicks{}).Ticks(0, 520000) {
+		if tick.Label != "" {
+			labels = append(labels, tick.Label)
+		}
+	}
+	if got, want := strings.Join(labels, " "), "0 250,000 500,000"; got != want {
+		t.Errorf("labels %q, want %q", got, want)
+	}
+}
