@@ -26,6 +26,7 @@ import (
 // exec included); 0 means it did not happen before the trial ended.
 type restartTrial struct {
 	after       string // how the agent before this one was stopped
+	graceful    bool   // it was stopped with SIGTERM (and exited in time)
 	dirBytes    int64  // the buffer directory's size on disk before the start
 	diskBytes   int64  // buffer disk_bytes at the first /api/status answer
 	apiUp       time.Duration
@@ -54,9 +55,9 @@ const readyGrace = 90 * time.Second
 // new bulksink, polls its API every poll, and kills it (SIGKILL) once the
 // sink answered its first bulk request, or (last trial only) once it is
 // ready or readyGrace later. The agent is killed on every path.
-func restartAgent(ctx context.Context, r *agentRun, n int, last bool, after string, agentBin string,
+func restartAgent(ctx context.Context, r *agentRun, n int, last bool, after string, graceful bool, agentBin string,
 	progress func(string, ...any)) (t restartTrial, err error) {
-	t.after = after
+	t.after, t.graceful = after, graceful
 	t.dirBytes = dirSize(r.cfg.Buffer.Dir)
 	sink, err := bulksink.Start(1) // Done: the first document was answered 201
 	if err != nil {
@@ -180,16 +181,16 @@ func ready(client *http.Client, api string) (bool, string) {
 // after the run's graceful stop (SIGTERM), each later one after the kill -9
 // that ended the one before.
 func restartTrials(ctx context.Context, r *agentRun, trials int, agentBin string, progress func(string, ...any)) error {
-	after := "SIGTERM: " + r.exit
+	after, graceful := "SIGTERM: "+r.exit, r.exit == "exit 0"
 	for n := 1; n <= trials; n++ {
-		t, err := restartAgent(ctx, r, n, n == trials, after, agentBin, progress)
+		t, err := restartAgent(ctx, r, n, n == trials, after, graceful, agentBin, progress)
 		r.restarts = append(r.restarts, t)
 		if err != nil {
 			return fmt.Errorf("restart %d: %w", n, err)
 		}
 		progress("memory_limit %s: restart %d: API after %s, first bulk after %s, first delivery after %s, ready after %s; %d bulk requests, %d documents delivered before the kill",
 			r.limit, n, dur(t.apiUp), dur(t.firstBulk), dur(t.firstOK), dur(t.ready), t.sent.Requests, t.sent.Created)
-		after = "kill -9 of the restart before, after its first delivery"
+		after, graceful = fmt.Sprintf("kill -9 of trial %d", n), false
 	}
 	return nil
 }
