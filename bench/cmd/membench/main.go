@@ -16,7 +16,15 @@
 // and compares the peaks with the documented ceiling, memory_limit +
 // agent.Config.MemoryOverhead() (= agent.Config.SoftMemoryLimit()). The
 // summary goes to -out, every sample to <out without .txt>-<limit>.tsv.
-// The topic is deleted at the end.
+//
+// Then it restarts the agent -trials times over the backlog (restart.go):
+// same data dir and configuration, Elasticsearch now a bulksink, Kafka
+// still reachable; the first trial after the run's SIGTERM, the later ones
+// after a kill -9 at the first delivery. Each is timed from exec to the
+// first bulk request. The headline figures and the memory over time go to
+// <out without .txt>.json (bench/internal/figures). -quick (or
+// BENCH_QUICK=1) is a smoke run of one small limit. The topic is deleted at
+// the end.
 //
 //	go run ./bench/cmd/membench -out bench/results/memory.txt
 package main
