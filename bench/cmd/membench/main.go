@@ -16,7 +16,15 @@
 // and compares the peaks with the documented ceiling, memory_limit +
 // agent.Config.MemoryOverhead() (= agent.Config.SoftMemoryLimit()). The
 // summary goes to -out, every sample to <out without .txt>-<limit>.tsv.
-// The topic is deleted at the end.
+//
+// Then it restarts the agent -trials times over the backlog (restart.go):
+// same data dir and configuration, Elasticsearch now a bulksink, Kafka
+// still reachable; the first trial after the run's SIGTERM, the later ones
+// after a kill -9 at the first delivery. Each is timed from exec to the
+// first bulk request. The headline figures and the memory over time go to
+// <out without .txt>.json (bench/internal/figures). -quick (or
+// BENCH_QUICK=1) is a smoke run of one small limit. The topic is deleted at
+// the end.
 //
 //	go run ./bench/cmd/membench -out bench/results/memory.txt
 package main
@@ -93,6 +101,8 @@ type options struct {
 	agentBin   string
 	keepTopic  bool
 	profile    bool
+	trials     int
+	quick      bool
 }
 
 func run(ctx context.Context, args []string) error {
@@ -110,9 +120,20 @@ func run(ctx context.Context, args []string) error {
 	fs.StringVar(&o.agentBin, "agent", "", "agent binary to run (default: go build ./cmd/shipper into a temp dir)")
 	fs.BoolVar(&o.keepTopic, "keep-topic", false, "do not delete the topic at the end")
 	fs.BoolVar(&o.profile, "profile", true, "after the binary runs, run each limit again inside this process for a heap profile at the heap's peak")
+	fs.IntVar(&o.trials, "trials", 3, "restarts over each limit's backlog, timed to the first bulk request")
+	fs.BoolVar(&o.quick, "quick", os.Getenv("BENCH_QUICK") == "1", "smoke run: "+quickNote+" (flags given explicitly win)")
 	timeout := fs.Duration("timeout", 30*time.Minute, "give up after this long")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if o.quick {
+		set := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		for name, v := range quickFlags {
+			if !set[name] {
+				_ = fs.Set(name, v)
+			}
+		}
 	}
 	for _, s := range strings.Split(*limits, ",") {
 		l, err := shipper.ParseByteSize(s)
@@ -183,10 +204,15 @@ func run(ctx context.Context, args []string) error {
 	var runs []*agentRun
 	var failed error
 	for _, limit := range o.limits {
-		r, err := runAgent(ctx, tmp, stack.KafkaBrokers, topic, limit, o, progress)
+		dir := filepath.Join(tmp, "agent-"+limit.String())
+		r, err := runAgent(ctx, dir, stack.KafkaBrokers, topic, limit, o, progress)
 		if r != nil {
 			runs = append(runs, r)
 		}
+		if err == nil && r.reached > 0 {
+			err = restartTrials(ctx, r, o.trials, o.agentBin, progress)
+		}
+		os.RemoveAll(dir)
 		if err != nil {
 			failed = fmt.Errorf("memory_limit %s: %w", limit, err)
 			break
@@ -228,8 +254,17 @@ func run(ctx context.Context, args []string) error {
 	if failed != nil {
 		fmt.Fprintf(w, "FAILED: %v\n", failed)
 	}
+	if err := figuresOf(info, o, runs).WriteBeside(o.out, start); err != nil {
+		return errors.Join(failed, err)
+	}
 	return failed
 }
+
+// quickFlags are the settings of -quick: a smoke run of well under a
+// minute once the agent is built and the stack is up.
+var quickFlags = map[string]string{"limits": "64MiB", "backlog": "128MiB", "produce": "150MiB", "trials": "1", "profile": "false"}
+
+const quickNote = "one limit (64MiB), backlog 128MiB, produce 150MiB, one restart, no heap profile"
 
 // produced describes the backlog written to Kafka.
 type produced struct {
@@ -303,6 +338,7 @@ type agentRun struct {
 	ceiling      int64 // memory_limit + MemoryOverhead()
 	overhead     int64
 	cfg          agent.Config
+	conf         agentConf
 	samples      []sample
 	reached      time.Duration // when disk_bytes ≥ backlog; 0 if never
 	firstRecord  time.Duration // first sample with consumed records
@@ -313,6 +349,7 @@ type agentRun struct {
 	logTail      []string // the agent's last log lines, when something went wrong
 	smaps        string   // /proc/<pid>/smaps_rollup when the backlog was reached
 	maps         string   // file mappings by type then
+	restarts     []restartTrial
 }
 
 // smapsRollup returns the memory summary lines of /proc/<pid>/smaps_rollup
@@ -379,20 +416,38 @@ func freePort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
-// writeConfig writes the agent's configuration into dir: data under dir,
-// the API on a free port, a consumer group of its own reading the topic from
-// the earliest offset, and Elasticsearch at a port that was free a moment
-// ago and is closed now, so connections are refused at once, as when
-// Elasticsearch is down.
-func writeConfig(dir, broker, topic string, limit shipper.ByteSize) (string, agent.Config, error) {
+// agentConf is what an agent run's configuration file varies: data and
+// the configuration file in dir, the API on apiPort, a consumer group of its
+// own reading the topic from the earliest offset, and Elasticsearch at esURL.
+type agentConf struct {
+	dir, broker, topic string
+	limit              shipper.ByteSize
+	apiPort            int
+	group              string
+	esURL              string
+}
+
+// newAgentConf picks the ports and the group of a new run: Elasticsearch
+// at a port that was free a moment ago and is closed now, so connections
+// are refused at once, as when Elasticsearch is down.
+func newAgentConf(dir, broker, topic string, limit shipper.ByteSize) (agentConf, error) {
 	apiPort, err := freePort()
 	if err != nil {
-		return "", agent.Config{}, err
+		return agentConf{}, err
 	}
 	esPort, err := freePort()
 	if err != nil {
-		return "", agent.Config{}, err
+		return agentConf{}, err
 	}
+	return agentConf{dir: dir, broker: broker, topic: topic, limit: limit, apiPort: apiPort,
+		group: fmt.Sprintf("membench-%s-%d", limit, time.Now().UnixNano()), esURL: fmt.Sprintf("http://127.0.0.1:%d", esPort)}, nil
+}
+
+func (c agentConf) api() string { return fmt.Sprintf("http://127.0.0.1:%d", c.apiPort) }
+
+// write writes the configuration file into c.dir (replacing one written
+// before) and parses it as the agent will.
+func (c agentConf) write() (string, agent.Config, error) {
 	conf := fmt.Sprintf(`data_dir = %q
 shutdown_timeout = "2s"
 log {
@@ -405,7 +460,7 @@ api {
 kafka {
   brokers      = [%q]
   topics       = [%q]
-  group_id     = "membench-%s-%d"
+  group_id     = %q
   start_offset = "earliest"
 }
 buffer {
@@ -413,11 +468,11 @@ buffer {
   disk_limit   = "10GiB"
 }
 elasticsearch {
-  urls  = ["http://127.0.0.1:%d"]
+  urls  = [%q]
   index = "membench"
 }
-`, dir, apiPort, broker, topic, limit, time.Now().UnixNano(), limit.String(), esPort)
-	path := filepath.Join(dir, "shipper.hcl")
+`, c.dir, c.apiPort, c.broker, c.topic, c.group, c.limit, c.esURL)
+	path := filepath.Join(c.dir, "shipper.hcl")
 	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
 		return "", agent.Config{}, err
 	}
@@ -425,18 +480,28 @@ elasticsearch {
 	return path, cfg, err
 }
 
-func runAgent(ctx context.Context, tmp, broker, topic string, limit shipper.ByteSize, o options, progress func(string, ...any)) (*agentRun, error) {
-	dir := filepath.Join(tmp, "agent-"+limit.String())
+// writeConfig writes the configuration of a new run into dir (see
+// newAgentConf).
+func writeConfig(dir, broker, topic string, limit shipper.ByteSize) (agentConf, string, agent.Config, error) {
+	c, err := newAgentConf(dir, broker, topic, limit)
+	if err != nil {
+		return c, "", agent.Config{}, err
+	}
+	path, cfg, err := c.write()
+	return c, path, cfg, err
+}
+
+// runAgent runs the agent in dir until the backlog builds up, then stops
+// it with SIGTERM; it leaves dir (and the backlog in it) to the caller.
+func runAgent(ctx context.Context, dir, broker, topic string, limit shipper.ByteSize, o options, progress func(string, ...any)) (*agentRun, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(dir)
-	confPath, cfg, err := writeConfig(dir, broker, topic, limit)
+	conf, confPath, cfg, err := writeConfig(dir, broker, topic, limit)
 	if err != nil {
 		return nil, err
 	}
-	apiPort := cfg.API.Address[strings.LastIndex(cfg.API.Address, ":")+1:]
-	r := &agentRun{limit: limit, cfg: cfg, overhead: cfg.MemoryOverhead(), ceiling: cfg.SoftMemoryLimit()}
+	r := &agentRun{limit: limit, cfg: cfg, conf: conf, overhead: cfg.MemoryOverhead(), ceiling: cfg.SoftMemoryLimit()}
 	progress("memory_limit %s: starting the agent (ceiling memory_limit + MemoryOverhead() = %s)", limit, mib(r.ceiling))
 
 	logPath := filepath.Join(dir, "agent.log")
@@ -466,7 +531,7 @@ func runAgent(ctx context.Context, tmp, broker, topic string, limit shipper.Byte
 		}
 	}()
 
-	api := "http://127.0.0.1:" + apiPort
+	api := conf.api()
 	client := &http.Client{Timeout: 2 * time.Second}
 	tick := time.NewTicker(o.interval)
 	defer tick.Stop()
@@ -782,6 +847,8 @@ func report(w io.Writer, info machine.Info, o options, topic string, prod produc
 	}
 	tw.Flush()
 	fmt.Fprintln(w)
+
+	writeRestarts(w, runs)
 
 	for _, r := range runs {
 		fmt.Fprintf(w, "## memory_limit %s\n", r.limit)

@@ -55,6 +55,9 @@ type Stats struct {
 	Created     int64 // items answered 201: distinct ids
 	Repeated    int64 // items answered 409: an id seen before
 	Deleted     int64 // delete items, answered 200
+	// Arrived is when the first bulk request arrived, before its body was
+	// read: how long a starting sender takes to send anything.
+	Arrived time.Time
 	// When the response that answered the first created item, the
 	// Total/10-th, the Total*9/10-th and the Total-th had been written.
 	First, P10, P90, Last time.Time
@@ -133,6 +136,12 @@ type item struct {
 }
 
 func (s *Sink) bulk(w http.ResponseWriter, r *http.Request) {
+	arrived := time.Now()
+	s.mu.Lock()
+	if s.stats.Arrived.IsZero() {
+		s.stats.Arrived = arrived
+	}
+	s.mu.Unlock()
 	wire, err := io.ReadAll(r.Body)
 	if err != nil {
 		badRequest(w, "reading the body: "+err.Error())

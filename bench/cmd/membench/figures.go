@@ -1,0 +1,129 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/shipper-agent/shipper/bench/internal/figures"
+	"github.com/shipper-agent/shipper/bench/internal/machine"
+)
+
+// maxPoints bounds each series: a chart needs no more.
+const maxPoints = 400
+
+const mibF = 1 << 20
+
+// figuresOf is the run's figures.Report: per limit the peaks against the
+// ceiling, the time to the backlog, the ingestion rate and the restarts,
+// and the memory over time.
+func figuresOf(info machine.Info, o options, runs []*agentRun) *figures.Report {
+	rep := figures.New("membench", fmt.Sprintf("agent memory while a %s backlog builds up with Elasticsearch down, and restart to the first bulk over it", o.backlog), info, o.quick)
+	for _, r := range runs {
+		l := r.limit.String()
+		one := fmt.Sprintf("one run; peak over %d samples every %s", len(r.samples), o.interval)
+		one1 := func(v int64) []float64 {
+			if len(r.samples) == 0 {
+				return nil
+			}
+			return []float64{float64(v) / mibF}
+		}
+		anon, _ := r.peak(func(s sample) int64 { return s.rssAnon })
+		heap, _ := r.peak(func(s sample) int64 { return s.heapInuse })
+		rep.Add("peak memory", l+" RssAnon", "MiB", figures.Lower, one1(anon), one)
+		rep.Add("peak memory", l+" ceiling", "MiB", figures.Either, []float64{float64(r.ceiling) / mibF},
+			"memory_limit + MemoryOverhead(), the documented bound")
+		rep.Add("peak Go heap in use", l, "MiB", figures.Lower, one1(heap), one)
+
+		var reached []float64
+		note := "one run"
+		if r.reached > 0 {
+			reached = []float64{r.reached.Seconds()}
+		} else {
+			note = "not reached: " + r.problem
+		}
+		rep.Add("time to backlog", l, "s", figures.Lower, reached, fmt.Sprintf("%s; agent start to buffer disk_bytes ≥ %s", note, o.backlog))
+		var rates []float64
+		if recs, _, d := r.rate(); d > 0 {
+			rates = []float64{recs}
+		}
+		rep.Add("ingestion into the buffer", l, "records/s", figures.Higher, rates, "one run; first consumed record to the last sample")
+
+		var first, ok, up []float64
+		for _, t := range r.restarts {
+			if t.firstBulk > 0 {
+				first = append(first, t.firstBulk.Seconds())
+			}
+			if t.firstOK > 0 {
+				ok = append(ok, t.firstOK.Seconds())
+			}
+			if t.apiUp > 0 {
+				up = append(up, t.apiUp.Seconds())
+			}
+		}
+		how := "exec to the first bulk request at a fake bulk endpoint; Kafka reachable; first trial after SIGTERM, later ones after kill -9"
+		rep.Add("restart to first delivered bulk", l+" first bulk request", "s", figures.Lower, first, how)
+		rep.Add("restart to first delivered bulk", l+" first document acknowledged", "s", figures.Lower, ok,
+			"exec to the sink's answer creating the first document")
+		rep.Add("restart to first delivered bulk", l+" API up (buffer open)", "s", figures.Lower, up,
+			"exec to the first /api/status answer; the agent opens its buffer before it listens")
+		// Ready after a graceful stop and after a kill -9 are apart by the
+		// group's session_timeout: two figures.
+		for _, k := range []struct {
+			name     string
+			graceful bool
+		}{{"after SIGTERM", true}, {"after kill -9", false}} {
+			var rdy []float64
+			tried := 0
+			for _, t := range r.restarts {
+				if t.graceful != k.graceful {
+					continue
+				}
+				tried++
+				if t.ready > 0 {
+					rdy = append(rdy, t.ready.Seconds())
+				}
+			}
+			if tried == 0 {
+				continue
+			}
+			rep.Add("restart to first delivered bulk", l+" /api/health/ready "+k.name, "s", figures.Lower, rdy,
+				fmt.Sprintf("exec to ready (joined the Kafka group, a live node); trials ready before their kill: %d of %d", len(rdy), tried))
+		}
+
+		chart := fmt.Sprintf("memory while a %s backlog builds, memory_limit %s", o.backlog, l)
+		for _, f := range []struct {
+			name string
+			v    func(sample) int64
+		}{
+			{"RssAnon", func(s sample) int64 { return s.rssAnon }},
+			{"heap in use", func(s sample) int64 { return s.heapInuse }},
+			{"buffer memory_bytes", func(s sample) int64 { return s.memoryBytes }},
+		} {
+			rep.AddSeries(figures.Series{Chart: chart, Name: f.name, XUnit: "s", YUnit: "MiB", Points: downsample(r.samples, f.v, maxPoints)})
+		}
+		if len(r.samples) > 0 {
+			c := float64(r.ceiling) / mibF
+			rep.AddSeries(figures.Series{Chart: chart, Name: "ceiling", XUnit: "s", YUnit: "MiB", Points: []figures.Point{
+				{X: r.samples[0].at.Seconds(), Y: c}, {X: r.samples[len(r.samples)-1].at.Seconds(), Y: c}}})
+		}
+	}
+	return rep
+}
+
+// downsample returns at most n points of f over samples, in MiB: the
+// samples are cut into n runs of consecutive samples and each gives its
+// largest value, at its time, so that no peak is lost.
+func downsample(samples []sample, f func(sample) int64, n int) []figures.Point {
+	per := (len(samples) + n - 1) / max(n, 1)
+	per = max(per, 1)
+	var pts []figures.Point
+	for i := 0; i < len(samples); i += per {
+		best := samples[i]
+		for _, s := range samples[i:min(i+per, len(samples))] {
+			if f(s) > f(best) {
+				best = s
+			}
+		}
+		pts = append(pts, figures.Point{X: best.at.Seconds(), Y: float64(f(best)) / mibF})
+	}
+	return pts
+}
