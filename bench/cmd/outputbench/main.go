@@ -174,7 +174,7 @@ func run(ctx context.Context, args []string) error {
 	fs.BoolVar(&o.keepTopic, "keep-topic", false, "do not delete the topic at the end")
 	fs.BoolVar(&o.profile, "profile", true, "after the rounds, run agent→sink once inside this process under the CPU profiler (kept beside -out)")
 	fs.StringVar(&o.only, "only", "", "comma-separated contender names to run (default: all)")
-	fs.BoolVar(&o.quick, "quick", os.Getenv("BENCH_QUICK") == "1", "smoke run: 20,000 events, every contender once (default from BENCH_QUICK=1)")
+	fs.BoolVar(&o.quick, "quick", os.Getenv("BENCH_QUICK") == "1", "smoke run: 20,000 events, every contender once (the settings variants at most once), no profile unless set (default from BENCH_QUICK=1)")
 	timeout := fs.Duration("timeout", 20*time.Minute, "give up after this long")
 	// A child runs one contender and prints its result as JSON.
 	fs.StringVar(&c.contender, "child", "", "internal: run this contender (plain or loader) and print its result")
@@ -211,8 +211,11 @@ func run(ctx context.Context, args []string) error {
 		return fmt.Errorf("-values %q: want varied or repetitive", o.values)
 	}
 	if o.quick {
-		o.records, o.rounds, o.sideRounds, o.searchRecords, o.warmup = 20_000, 1, 1, 20_000, 0
+		o.records, o.rounds, o.sideRounds, o.searchRecords, o.warmup = 20_000, 1, min(o.sideRounds, 1), 20_000, 0
 		o.loaderSizes, o.loaderConc, o.searchAgain = []shipper.ByteSize{1 << 20, 4 << 20}, []int{2}, 1
+		set := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		o.profile = o.profile && set["profile"]
 	}
 	o.searchRecords = min(o.searchRecords, o.records)
 	o.warmup = min(o.warmup, o.records)

@@ -104,11 +104,16 @@ type Report struct {
 	Series  []Series `json:"series,omitempty"`
 }
 
-// New starts the report of a run of bench described by in.
+// New starts the report of a run of bench (the program's directory name
+// under bench/cmd) described by in; Command is how to run it again.
 func New(bench, title string, in machine.Info, quick bool) *Report {
+	cmd := machine.Command(bench)
+	if quick && os.Getenv("BENCH_QUICK") == "1" {
+		cmd = "BENCH_QUICK=1 " + cmd
+	}
 	return &Report{
 		Bench: bench, Title: title,
-		Command: strings.Join(os.Args, " "),
+		Command: cmd,
 		Date:    in.Date, Commit: in.Commit, Load: in.Load, Quick: quick,
 	}
 }
