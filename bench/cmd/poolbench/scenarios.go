@@ -278,13 +278,14 @@ type s2Result struct {
 	topic      string
 	size       int
 	gap, idle  time.Duration
+	bound      time.Duration // a burst's wait to be indexed
 	bursts     []burst
 	blackholed int64 // connections the middlebox dropped
 	agent      agentReport
 }
 
 func runS2(ctx context.Context, e *env, bursts, size int, gap, idle, bound time.Duration) (*s2Result, error) {
-	r := &s2Result{size: size, gap: gap, idle: idle}
+	r := &s2Result{size: size, gap: gap, idle: idle, bound: bound}
 	// One partition: burst i is offsets [i×size, (i+1)×size), so its
 	// documents are known by id and each burst is timed on its own even
 	// when a later one overtakes it.
