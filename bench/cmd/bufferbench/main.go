@@ -13,7 +13,16 @@
 //	raw     Write the same number of bytes to a new plain file in blocks of
 //	        chunk_size, f.Sync() after each (dd oflag=dsync bs=chunk_size).
 //
-// MB are 10^6 bytes. Results go to -out; progress to stderr.
+// MB are 10^6 bytes. Results go to -out, the headline figures to the JSON
+// file beside it (bench/internal/figures); progress to stderr.
+//
+// The defaults are what `make bench` runs, within a budget of about 2.5
+// minutes on the reference machine (2 cores, a virtual disk): the default
+// chunk_size only, 2 record sets × 2 compressions × 3 repetitions of 1 GiB,
+// 12 runs of about 10 s. The chunk_size comparison runs with -chunk-sizes
+// (1MiB,2MiB,4MiB,8MiB took 8 minutes). BENCH_QUICK=1 (or -quick) is a smoke
+// run of a few seconds: 64 MiB, loggen, no compression, one repetition
+// (flags given explicitly still win).
 //
 //	go run ./bench/cmd/bufferbench -out bench/results/buffer.txt
 package main
@@ -37,6 +46,7 @@ import (
 	"time"
 
 	"github.com/shipper-agent/shipper"
+	"github.com/shipper-agent/shipper/bench/internal/figures"
 	"github.com/shipper-agent/shipper/bench/internal/machine"
 	"github.com/shipper-agent/shipper/bench/internal/pagecache"
 	"github.com/shipper-agent/shipper/bench/internal/workload"
@@ -62,6 +72,12 @@ type options struct {
 	chunkSizes   []shipper.ByteSize
 	appenders    int
 	timeout      time.Duration
+	quick        bool
+}
+
+// quickFlags are the sizes of a -quick run, for the flags not given.
+var quickFlags = map[string]string{
+	"bytes": "64MiB", "reps": "1", "records": "loggen", "compression": "none", "chunk-sizes": "4MiB",
 }
 
 func run(ctx context.Context, args []string) error {
@@ -73,12 +89,25 @@ func run(ctx context.Context, args []string) error {
 	fs.IntVar(&o.reps, "reps", 3, "repetitions of every configuration")
 	sets := fs.String("records", strings.Join(workload.Names, ","), "record sets: loggen, 1KiB")
 	comps := fs.String("compression", "none,zstd", "compressions")
-	chunks := fs.String("chunk-sizes", "1MiB,2MiB,4MiB,8MiB", "chunk sizes")
+	chunks := fs.String("chunk-sizes", buffer.DefaultConfig().ChunkSize.String(), "chunk sizes (the comparison: 1MiB,2MiB,4MiB,8MiB)")
 	fs.IntVar(&o.appenders, "appenders", workload.Partitions,
 		fmt.Sprintf("appending goroutines, one per partition like the agent's input; divides %d", workload.Partitions))
 	fs.DurationVar(&o.timeout, "timeout", 30*time.Minute, "give up after this long")
+	fs.BoolVar(&o.quick, "quick", os.Getenv("BENCH_QUICK") == "1",
+		"smoke run: 64MiB, loggen, compression none, chunk 4MiB, 1 repetition, for the flags not given (default from BENCH_QUICK=1)")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if o.quick {
+		given := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+		for name, v := range quickFlags {
+			if !given[name] {
+				if err := fs.Set(name, v); err != nil {
+					return err
+				}
+			}
+		}
 	}
 	var err error
 	if o.bytes, err = shipper.ParseByteSize(*size); err != nil {
@@ -112,7 +141,9 @@ func run(ctx context.Context, args []string) error {
 	var results []result
 	total := len(o.sets) * len(o.compressions) * len(o.chunkSizes) * o.reps
 	start := time.Now()
+	var phases []phase
 	for _, name := range o.sets {
+		t0 := time.Now()
 		fmt.Fprintf(os.Stderr, "bufferbench: generating record set %s\n", name)
 		set, err := workload.New(name)
 		if err != nil {
@@ -142,6 +173,7 @@ func run(ctx context.Context, args []string) error {
 				}
 			}
 		}
+		phases = append(phases, phase{name, time.Since(t0)})
 	}
 
 	var w io.Writer = os.Stdout
@@ -153,8 +185,14 @@ func run(ctx context.Context, args []string) error {
 		defer f.Close()
 		w = f
 	}
-	report(w, info, o, results, time.Since(start))
-	return nil
+	report(w, info, o, results, phases, time.Since(start))
+	return writeFigures(info, o, results, start)
+}
+
+// phase is the time one record set took: generating it and its runs.
+type phase struct {
+	set  string
+	took time.Duration
 }
 
 type result struct {
@@ -341,12 +379,24 @@ func (s stat) format(prec int) string {
 	return fmt.Sprintf("%.*f [%.*f–%.*f]", prec, s.med, prec, s.lo, prec, s.hi)
 }
 
-func report(w io.Writer, info machine.Info, o options, rs []result, took time.Duration) {
+func command(o options) string {
+	cmd := machine.Command("bufferbench")
+	if o.quick && os.Getenv("BENCH_QUICK") == "1" {
+		cmd = "BENCH_QUICK=1 " + cmd
+	}
+	return cmd
+}
+
+func report(w io.Writer, info machine.Info, o options, rs []result, phases []phase, took time.Duration) {
 	fmt.Fprintln(w, "# bufferbench: chunk buffer write/read throughput (sync_writes = true) vs raw disk write + fsync")
-	fmt.Fprintf(w, "# command: %s\n", machine.Command("bufferbench"))
+	fmt.Fprintf(w, "# command: %s\n", command(o))
 	info.Write(w)
-	fmt.Fprintf(w, "# per run: %s of record bytes (key + value), %d partitions appended by %d goroutines; %d repetitions; took %s\n",
-		o.bytes, workload.Partitions, o.appenders, o.reps, took.Round(time.Second))
+	var per []string
+	for _, p := range phases {
+		per = append(per, fmt.Sprintf("%s %s", p.set, p.took.Round(time.Second)))
+	}
+	fmt.Fprintf(w, "# per run: %s of record bytes (key + value), %d partitions appended by %d goroutines; %d repetitions; took %s (%s)\n",
+		o.bytes, workload.Partitions, o.appenders, o.reps, took.Round(time.Second), strings.Join(per, ", "))
 	fmt.Fprintln(w, "# MB = 10^6 bytes. write: first Append to Flush returned (all chunks fsynced). read: Next + Ack of")
 	fmt.Fprintln(w, "# every chunk after Close, page-cache eviction of the buffer's files, and Open. raw: the same")
 	fmt.Fprintln(w, "# bytes to a new plain file in chunk_size blocks, fsync after each, right after the buffer run (each")
@@ -357,23 +407,7 @@ func report(w io.Writer, info machine.Info, o options, rs []result, took time.Du
 	fmt.Fprintln(w, "## summary: median [min–max]")
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "records\tcompression\tchunk_size\twrite MB/s\twrite rec/s (k)\traw disk MB/s\twrite ÷ raw\tread MB/s\tread rec/s (k)\tstored/raw bytes\t")
-	type key struct {
-		set, comp string
-		cs        shipper.ByteSize
-	}
-	groups := map[key][]result{}
-	var order []key
-	for _, r := range rs {
-		k := key{r.set, r.compression, r.chunkSize}
-		if _, ok := groups[k]; !ok {
-			order = append(order, k)
-		}
-		groups[k] = append(groups[k], r)
-	}
-	slices.SortStableFunc(order, func(a, b key) int {
-		return cmp.Or(cmp.Compare(slices.Index(o.sets, a.set), slices.Index(o.sets, b.set)),
-			cmp.Compare(slices.Index(o.compressions, a.comp), slices.Index(o.compressions, b.comp)), cmp.Compare(a.cs, b.cs))
-	})
+	order, groups := configurations(o, rs)
 	for _, k := range order {
 		g := groups[k]
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.3f\t\n", k.set, k.comp, k.cs,
@@ -388,6 +422,82 @@ func report(w io.Writer, info machine.Info, o options, rs []result, took time.Du
 	tw.Flush()
 	fmt.Fprintln(w)
 
+	if len(o.chunkSizes) > 1 {
+		best(w, o, order, groups)
+	}
+
+	fmt.Fprintln(w, "## runs")
+	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "records\tmean value B\tcompression\tchunk_size\trep\trecords\trecord MB\tchunks\tstored MB\twrite s\twrite CPU s\twrite MB/s\twrite rec/s\traw s\traw MB/s\twrite ÷ raw\treopen ms\tcached before read\tread s\tread CPU s\tread MB/s\tappend blocked s\t")
+	for _, r := range rs {
+		fmt.Fprintf(tw, "%s\t%.0f\t%s\t%s\t%d\t%d\t%.0f\t%d\t%.0f\t%.2f\t%.2f\t%.0f\t%.0f\t%.2f\t%.0f\t%.3f\t%.0f\t%.1f%%\t%.2f\t%.2f\t%.0f\t%.2f\t\n",
+			r.set, r.meanValue, r.compression, r.chunkSize, r.rep, r.records, float64(r.bytes)/1e6, r.chunks,
+			float64(r.stored)/1e6, r.write.Seconds(), r.writeCPU.Seconds(), r.writeMBps(), r.writeRecs(),
+			r.raw.Seconds(), r.rawMBps(), r.ratio(), float64(r.reopen.Microseconds())/1e3, 100*r.cachedFrac,
+			r.read.Seconds(), r.readCPU.Seconds(), r.readMBps(), r.appendBlock)
+	}
+	tw.Flush()
+}
+
+// key is one configuration: record set × compression × chunk size.
+type key struct {
+	set, comp string
+	cs        shipper.ByteSize
+}
+
+func (k key) String() string { return fmt.Sprintf("%s %s %s", k.set, k.comp, k.cs) }
+
+// configurations groups the runs by configuration, in the order of the
+// options.
+func configurations(o options, rs []result) ([]key, map[key][]result) {
+	groups := map[key][]result{}
+	var order []key
+	for _, r := range rs {
+		k := key{r.set, r.compression, r.chunkSize}
+		if _, ok := groups[k]; !ok {
+			order = append(order, k)
+		}
+		groups[k] = append(groups[k], r)
+	}
+	slices.SortStableFunc(order, func(a, b key) int {
+		return cmp.Or(cmp.Compare(slices.Index(o.sets, a.set), slices.Index(o.sets, b.set)),
+			cmp.Compare(slices.Index(o.compressions, a.comp), slices.Index(o.compressions, b.comp)), cmp.Compare(a.cs, b.cs))
+	})
+	return order, groups
+}
+
+// writeFigures writes the headline figures beside -out: per configuration,
+// each repetition's buffer write, raw disk and buffer read MB/s and their
+// ratio.
+func writeFigures(info machine.Info, o options, rs []result, start time.Time) error {
+	f := figures.New("bufferbench", "chunk buffer write and read throughput (sync_writes = true) beside the raw disk", info, o.quick)
+	f.Command = command(o)
+	order, groups := configurations(o, rs)
+	per := func(g []result, v func(*result) float64) []float64 {
+		xs := make([]float64, len(g))
+		for i := range g {
+			xs[i] = v(&g[i])
+		}
+		return xs
+	}
+	for _, k := range order {
+		g := groups[k]
+		note := fmt.Sprintf("%s of record bytes per run", o.bytes)
+		f.Add("write vs raw disk", k.String()+" buffer", "MB/s", figures.Higher, per(g, (*result).writeMBps),
+			note+"; first Append to Flush returned, every chunk fsynced")
+		f.Add("write vs raw disk", k.String()+" raw disk", "MB/s", figures.Higher, per(g, (*result).rawMBps),
+			note+"; the same bytes in chunk_size blocks, fsync after each, right after the buffer run")
+		f.Add("buffer write ÷ raw disk", k.String(), "ratio", figures.Either, per(g, (*result).ratio),
+			"each run's buffer write MB/s ÷ the raw disk run beside it")
+		f.Add("buffer read, page cache dropped", k.String(), "MB/s", figures.Higher, per(g, (*result).readMBps),
+			note+"; Next + Ack of every chunk after Close, page-cache eviction and Open")
+	}
+	return f.WriteBeside(o.out, start)
+}
+
+// best prints the chunk_size with the best median ratio and write MB/s,
+// per record set and compression.
+func best(w io.Writer, o options, order []key, groups map[key][]result) {
 	fmt.Fprintln(w, "## best chunk_size by median write ÷ raw, and by median write MB/s")
 	for _, set := range o.sets {
 		for _, comp := range o.compressions {
@@ -408,16 +518,4 @@ func report(w io.Writer, info machine.Info, o options, rs []result, took time.Du
 		}
 	}
 	fmt.Fprintln(w)
-
-	fmt.Fprintln(w, "## runs")
-	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "records\tmean value B\tcompression\tchunk_size\trep\trecords\trecord MB\tchunks\tstored MB\twrite s\twrite CPU s\twrite MB/s\twrite rec/s\traw s\traw MB/s\twrite ÷ raw\treopen ms\tcached before read\tread s\tread CPU s\tread MB/s\tappend blocked s\t")
-	for _, r := range rs {
-		fmt.Fprintf(tw, "%s\t%.0f\t%s\t%s\t%d\t%d\t%.0f\t%d\t%.0f\t%.2f\t%.2f\t%.0f\t%.0f\t%.2f\t%.0f\t%.3f\t%.0f\t%.1f%%\t%.2f\t%.2f\t%.0f\t%.2f\t\n",
-			r.set, r.meanValue, r.compression, r.chunkSize, r.rep, r.records, float64(r.bytes)/1e6, r.chunks,
-			float64(r.stored)/1e6, r.write.Seconds(), r.writeCPU.Seconds(), r.writeMBps(), r.writeRecs(),
-			r.raw.Seconds(), r.rawMBps(), r.ratio(), float64(r.reopen.Microseconds())/1e3, 100*r.cachedFrac,
-			r.read.Seconds(), r.readCPU.Seconds(), r.readMBps(), r.appendBlock)
-	}
-	tw.Flush()
 }

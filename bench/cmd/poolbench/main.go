@@ -4,9 +4,10 @@
 // Kafka of the e2e stack (test/e2e/stacktest) behind proxies it controls:
 //
 //  1. resurrection: a node stopped (refused) until the client marks it
-//     dead, kept down 10 s (and 60 s, 120 s), started again: the time from
-//     its return to the first bulk request reaching it, for shipper's pool
-//     and for go-elasticsearch's stock client side by side in one run;
+//     dead, kept down 10 s (and once 60 s, for the stock client 70 s),
+//     started again: the time from its return to the first bulk request
+//     reaching it, for shipper's pool and for go-elasticsearch's stock
+//     client side by side in one run;
 //  2. stall detection per layer (upload, response) and a slow but steady
 //     bulk that must not count as a stall;
 //  3. the issue's two scenarios end to end with the agent binary at its
@@ -17,8 +18,24 @@
 //  5. a fleet of 500 pools that lost the same node, reconnecting when it
 //     comes back.
 //
-// Figures go to -out; progress to stderr. -quick is a smoke run of a
-// couple of minutes with few trials.
+// Figures go to -out, the headline figures to the JSON file beside it
+// (bench/internal/figures); progress to stderr.
+//
+// The defaults are what `make bench` runs, within a budget of about 5
+// minutes on the reference machine (2 cores); the phases' times are in the
+// results. Resurrection about 2¼ min: every lane at once, so the longest
+// sets it, the stock client's 70 s outage waiting out the 60 s bound; beside
+// it shipper's 10 trials of 10 s (about 12 s each), its 60 s outage, and the
+// stock client's 10 trials of 10 s (about a minute each, 5 lanes of 2).
+// Stalls about 1 min (2 trials of each kind, one slow but steady bulk per
+// stall_timeout); scenarios about 1 min (S1 watched 15 s after the stall,
+// S2 5 bursts); throughput about 40 s (a backlog of 300,000, 2 runs of
+// each); the fleet about 7 s. (Until then: 20 + 3 shipper trials, 22 stock
+// trials with a 90 s bound, 3 stall trials, 1,000,000 records: 9½ min.)
+//
+// BENCH_QUICK=1 (or -quick) is a smoke run of about a minute: few and
+// short trials, the stall_timeout 1s only; flags given explicitly still
+// win.
 //
 //	go run ./bench/cmd/poolbench -out bench/results/pool.txt
 package main
@@ -65,6 +82,7 @@ type options struct {
 	stockLong     []time.Duration
 	bound         time.Duration
 	stallTrials   int
+	stallTimeouts []time.Duration
 	steadySize    int
 	steadyRate    int
 	s1Rate        int
@@ -80,6 +98,18 @@ type options struct {
 
 var allPhases = []string{"resurrect", "stall", "scenarios", "throughput", "fleet"}
 
+// quickFlags are the settings of a -quick run, for the flags not given: a
+// smoke run of every phase.
+var quickFlags = map[string]string{
+	"outage": "2s", "trials": "3", "long-outages": "5s",
+	"stock-lanes": "1", "stock-trials": "1", "stock-long": "", "bound": "5s",
+	"stall-trials": "1", "stall-timeouts": "1s", "steady-mib": "4",
+	"s1-stall-after": "3s", "s1-window": "6s",
+	"s2-bursts": "3",
+	"backlog":   "20000", "reps": "1",
+	"fleet": "100", "fleet-window": "3s",
+}
+
 func run(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("poolbench", flag.ContinueOnError)
 	var o options
@@ -87,32 +117,50 @@ func run(ctx context.Context, args []string) error {
 	fs.StringVar(&o.dir, "dir", os.TempDir(), "parent of the temporary directory (agent binary, agent data)")
 	fs.StringVar(&o.agentBin, "agent", "", "agent binary (default: go build ./cmd/shipper into the temp dir)")
 	phases := fs.String("phases", strings.Join(allPhases, ","), "phases to run, of "+strings.Join(allPhases, ","))
-	fs.BoolVar(&o.quick, "quick", false, "smoke run: few and short trials (overrides the sizes below)")
+	fs.BoolVar(&o.quick, "quick", os.Getenv("BENCH_QUICK") == "1",
+		"smoke run of about a minute: few and short trials, for the flags not given (default from BENCH_QUICK=1)")
 	fs.DurationVar(&o.interval, "interval", 50*time.Millisecond, "resurrection: between the stream's bulk requests")
 	fs.DurationVar(&o.shortOutage, "outage", 10*time.Second, "resurrection: the usual outage")
-	fs.IntVar(&o.shortTrials, "trials", 20, "resurrection: shipper trials with the usual outage")
-	longs := fs.String("long-outages", "60s,60s,120s", "resurrection: shipper trials with these outages, in a second lane")
+	fs.IntVar(&o.shortTrials, "trials", 10, "resurrection: shipper trials with the usual outage")
+	longs := fs.String("long-outages", "60s", "resurrection: shipper trials with these outages, in a second lane")
 	fs.IntVar(&o.stockLanes, "stock-lanes", 5, "resurrection: stock client lanes with the usual outage, run at once")
-	fs.IntVar(&o.stockTrials, "stock-trials", 4, "resurrection: trials per stock lane")
-	stockLong := fs.String("stock-long", "70s,120s", "resurrection: stock trials with these outages, one lane each")
-	fs.DurationVar(&o.bound, "bound", 90*time.Second, "resurrection: a trial waits at most this long for the node's first request")
-	fs.IntVar(&o.stallTrials, "stall-trials", 3, "stall detection: trials of each kind")
+	fs.IntVar(&o.stockTrials, "stock-trials", 2, "resurrection: trials per stock lane")
+	// 70 s, not 60: the stock client takes a dead node back 60 s after
+	// marking it dead, without asking it; a return at 60–61 s would race
+	// that.
+	stockLong := fs.String("stock-long", "70s", "resurrection: stock trials with these outages, one lane each")
+	// Above the stock client's usual wait (60 s from marking the node dead,
+	// so about 50 s after a 10 s outage's end).
+	fs.DurationVar(&o.bound, "bound", 60*time.Second, "resurrection: a trial waits at most this long for the node's first request")
+	fs.IntVar(&o.stallTrials, "stall-trials", 2, "stall detection: trials of each kind (slow but steady: one fewer, at least one)")
+	stallTimeouts := fs.String("stall-timeouts", "10s,1s", "stall detection: the stall_timeouts of the upload and slow-but-steady trials")
 	fs.IntVar(&o.steadySize, "steady-mib", 24, "stall detection: the slow but steady bulk, MiB")
 	fs.IntVar(&o.steadyRate, "steady-rate", 2048, "stall detection: the slow node's upload bandwidth, KB/s")
 	fs.IntVar(&o.s1Rate, "s1-rate", 2000, "scenario 1: records/s")
 	fs.DurationVar(&o.s1StallAfter, "s1-stall-after", 6*time.Second, "scenario 1: the node goes silent this long into the stream")
-	fs.DurationVar(&o.s1Window, "s1-window", 30*time.Second, "scenario 1: how long after the stall the stream goes on")
-	fs.IntVar(&o.s2Bursts, "s2-bursts", 10, "scenario 2: bursts")
+	fs.DurationVar(&o.s1Window, "s1-window", 15*time.Second, "scenario 1: how long after the stall the stream goes on")
+	fs.IntVar(&o.s2Bursts, "s2-bursts", 5, "scenario 2: bursts")
 	fs.IntVar(&o.s2Size, "s2-size", 1000, "scenario 2: records per burst")
 	fs.DurationVar(&o.s2Gap, "s2-gap", 7*time.Second, "scenario 2: between bursts")
 	fs.DurationVar(&o.s2Idle, "s2-idle", 4*time.Second, "scenario 2: the middlebox drops a connection idle this long")
-	fs.IntVar(&o.backlog, "backlog", 1_000_000, "throughput: records in the backlog")
+	fs.IntVar(&o.backlog, "backlog", 300_000, "throughput: records in the backlog")
 	fs.IntVar(&o.reps, "reps", 2, "throughput: runs of each (healthy, one node down)")
 	fs.IntVar(&o.fleet, "fleet", 500, "fleet: pools")
 	fs.DurationVar(&o.fleetWindow, "fleet-window", 5*time.Second, "fleet: how long the node's connections are counted after it returns")
 	timeout := fs.Duration("timeout", 30*time.Minute, "give up after this long")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if o.quick {
+		given := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+		for name, v := range quickFlags {
+			if !given[name] {
+				if err := fs.Set(name, v); err != nil {
+					return fmt.Errorf("-quick: -%s: %w", name, err)
+				}
+			}
+		}
 	}
 	var err error
 	if o.longOutages, err = durations(*longs); err != nil {
@@ -121,18 +169,14 @@ func run(ctx context.Context, args []string) error {
 	if o.stockLong, err = durations(*stockLong); err != nil {
 		return err
 	}
+	if o.stallTimeouts, err = durations(*stallTimeouts); err != nil {
+		return err
+	}
 	o.phases = strings.Split(*phases, ",")
 	for _, p := range o.phases {
 		if !slices.Contains(allPhases, p) {
 			return fmt.Errorf("unknown phase %q (want some of %s)", p, strings.Join(allPhases, ","))
 		}
-	}
-	if o.quick {
-		o.shortOutage, o.shortTrials, o.longOutages = 3*time.Second, 4, []time.Duration{8 * time.Second}
-		o.stockLanes, o.stockTrials, o.stockLong, o.bound = 1, 1, nil, 15*time.Second
-		o.stallTrials, o.steadySize = 1, 12
-		o.s1Window, o.s2Bursts = 12*time.Second, 4
-		o.backlog, o.reps, o.fleet = 20_000, 1, 100
 	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
@@ -218,14 +262,16 @@ func run(ctx context.Context, args []string) error {
 				t.kind, t.stall, t.n, secs(t.answer), t.what, secs(t.declared), t.counters(), t.outcome, note)
 		}
 		for n := 1; n <= o.stallTrials; n++ {
-			add(sr.upload(ctx, 10*time.Second, n))
-			add(sr.upload(ctx, time.Second, n))
+			for _, st := range o.stallTimeouts {
+				add(sr.upload(ctx, st, n))
+			}
 			add(sr.response(ctx, true, n))
 			add(sr.response(ctx, false, n))
 		}
 		for n := 1; n <= max(1, o.stallTrials-1); n++ {
-			add(sr.steady(ctx, 10*time.Second, o.steadySize<<20, o.steadyRate, 50*time.Millisecond, n))
-			add(sr.steady(ctx, time.Second, o.steadySize<<20, o.steadyRate, 50*time.Millisecond, n))
+			for _, st := range o.stallTimeouts {
+				add(sr.steady(ctx, st, o.steadySize<<20, o.steadyRate, 50*time.Millisecond, n))
+			}
 		}
 		res.stallTook = time.Since(t0)
 	}
@@ -238,7 +284,11 @@ func run(ctx context.Context, args []string) error {
 			progress("S1: longest stretch without indexing progress after the stall: %s", res.s1.gap)
 		}
 		progress("S2: a middlebox dropping connections idle %s: %d bursts of %d records, %s apart", o.s2Idle, o.s2Bursts, o.s2Size, o.s2Gap)
-		if res.s2, err = runS2(ctx, e, o.s2Bursts, o.s2Size, o.s2Gap, o.s2Idle, 120*time.Second); err != nil {
+		s2Bound := 120 * time.Second
+		if o.quick {
+			s2Bound = 30 * time.Second
+		}
+		if res.s2, err = runS2(ctx, e, o.s2Bursts, o.s2Size, o.s2Gap, o.s2Idle, s2Bound); err != nil {
 			fail("scenario 2", err)
 		}
 		res.scenariosTook = time.Since(t0)
@@ -271,6 +321,11 @@ func run(ctx context.Context, args []string) error {
 	res.write(w)
 	if len(failed) > 0 {
 		fmt.Fprintf(w, "\nFAILED: %s\n", strings.Join(failed, "; "))
+	}
+	if err := res.figures(failed).WriteBeside(o.out, start); err != nil {
+		return err
+	}
+	if len(failed) > 0 {
 		return fmt.Errorf("%s", strings.Join(failed, "; "))
 	}
 	if ctx.Err() != nil {

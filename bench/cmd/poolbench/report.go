@@ -34,7 +34,7 @@ type results struct {
 func (r *results) write(w io.Writer) {
 	fmt.Fprintln(w, "# poolbench: the Elasticsearch output's connection pool: resurrection, stall detection, the issue's")
 	fmt.Fprintln(w, "# scenarios, throughput with a node down, a fleet's reconnects")
-	fmt.Fprintf(w, "# command: %s\n", machine.Command("poolbench"))
+	fmt.Fprintf(w, "# command: %s\n", r.command())
 	r.info.Write(w)
 	if r.stack != "" {
 		fmt.Fprintf(w, "# stack: %s\n", r.stack)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/shipper-agent/shipper/bench/internal/agentlog"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -12,7 +11,11 @@ import (
 
 	toxiproxy "github.com/Shopify/toxiproxy/v2"
 	"github.com/rs/zerolog"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/shipper-agent/shipper"
+	"github.com/shipper-agent/shipper/bench/internal/agentlog"
 	"github.com/shipper-agent/shipper/outputs/elasticsearch"
 	"github.com/shipper-agent/shipper/test/e2e/loggen"
 )
@@ -275,13 +278,14 @@ type s2Result struct {
 	topic      string
 	size       int
 	gap, idle  time.Duration
+	bound      time.Duration // a burst's wait to be indexed
 	bursts     []burst
 	blackholed int64 // connections the middlebox dropped
 	agent      agentReport
 }
 
 func runS2(ctx context.Context, e *env, bursts, size int, gap, idle, bound time.Duration) (*s2Result, error) {
-	r := &s2Result{size: size, gap: gap, idle: idle}
+	r := &s2Result{size: size, gap: gap, idle: idle, bound: bound}
 	// One partition: burst i is offsets [i×size, (i+1)×size), so its
 	// documents are known by id and each burst is timed on its own even
 	// when a later one overtakes it.
@@ -290,6 +294,10 @@ func runS2(ctx context.Context, e *env, bursts, size int, gap, idle, bound time.
 		return nil, err
 	}
 	r.topic = topic
+	tid, err := topicID(ctx, e.broker, topic)
+	if err != nil {
+		return nil, err
+	}
 	mb, err := newProxy("middlebox", e.esHost, 0, idle)
 	if err != nil {
 		return nil, err
@@ -342,7 +350,8 @@ func runS2(ctx context.Context, e *env, bursts, size int, gap, idle, bound time.
 			at[p.i] = p.at
 			r.bursts[p.i] = burst{i: p.i + 1, produced: p.at.Sub(start)}
 			for off := p.i * size; off < (p.i+1)*size; off++ {
-				ids[p.i] = append(ids[p.i], fmt.Sprintf("%s-0-%d", topic, off))
+				rec := shipper.Record{Topic: topic, TopicID: tid, Partition: 0, Offset: int64(off)}
+				ids[p.i] = append(ids[p.i], rec.DocumentID())
 			}
 		case err := <-prodErr:
 			if err != nil {
@@ -376,6 +385,31 @@ func runS2(ctx context.Context, e *env, bursts, size int, gap, idle, bound time.
 	r.blackholed = mb.blackholed.Load()
 	r.agent = finish(a)
 	return r, nil
+}
+
+// topicID is the id the broker gave topic, as the agent puts it in document
+// ids (Metadata v10, which kafka-go cannot send).
+func topicID(ctx context.Context, broker, topic string) (string, error) {
+	c, err := kgo.NewClient(kgo.SeedBrokers(broker))
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	req := kmsg.NewPtrMetadataRequest()
+	req.Version = 10
+	rt := kmsg.NewMetadataRequestTopic()
+	rt.Topic = kmsg.StringPtr(topic)
+	req.Topics = append(req.Topics, rt)
+	mctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	res, err := req.RequestWith(mctx, c)
+	if err != nil {
+		return "", fmt.Errorf("metadata of %s: %w", topic, err)
+	}
+	if len(res.Topics) != 1 || res.Topics[0].ErrorCode != 0 {
+		return "", fmt.Errorf("metadata of %s: %+v", topic, res.Topics)
+	}
+	return shipper.TopicIDOf(res.Topics[0].TopicID), nil
 }
 
 // ---- throughput with one node down vs both up ----
