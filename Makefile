@@ -26,14 +26,16 @@ image: ## the container image from the Dockerfile (needs a Docker engine); IMAGE
 demo: ## local stack + sample logs + the agent; DEMO_SECONDS=60 to stop by itself
 	scripts/demo
 
-test: vet unit e2e ## everything CI runs
+test: vet unit e2e bench-smoke ## everything CI runs
 
 vet:
 	$(GO) vet ./...
 	$(GO) vet -tags e2e ./test/e2e/...
+	$(GO) -C bench/report vet ./...
 
 unit:
 	$(GO) test -race -count=1 ./...
+	$(GO) -C bench/report test -count=1 ./...
 
 e2e: ## brings the real Kafka + Elasticsearch stack up itself (test/e2e/stack)
 	$(GO) test -tags e2e -count=1 -timeout 20m -v ./test/e2e/ 2>&1 | scripts/e2e-summary
@@ -58,6 +60,9 @@ stack-down:
 clean:
 	rm -rf $(BIN) .cache
 
-.PHONY: bench
-bench: ## benchmarks, 20–25 min: buffer vs raw disk, restart, agent memory, connection pool, Kafka input vs plain kafka-go; figures in bench/results/, summary in docs/benchmarks.md
+.PHONY: bench bench-smoke
+bench: ## every benchmark, about 25 min, into bench/results/<date>/ with charts; the summary in docs/benchmarks.md
 	GO=$(GO) bench/run
+
+bench-smoke: ## BENCH_QUICK=1 bench/run: every benchmark with tiny sizes, into a temporary directory (make test runs it)
+	BENCH_QUICK=1 GO=$(GO) bench/run

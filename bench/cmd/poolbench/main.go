@@ -105,8 +105,8 @@ var quickFlags = map[string]string{
 	"stock-lanes": "1", "stock-trials": "1", "stock-long": "", "bound": "5s",
 	"stall-trials": "1", "stall-timeouts": "1s", "steady-mib": "4",
 	"s1-stall-after": "3s", "s1-window": "6s",
-	"s2-bursts": "3",
-	"backlog":   "20000", "reps": "1",
+	"s2-bursts": "2", "s2-gap": "5s",
+	"backlog": "20000", "reps": "1",
 	"fleet": "100", "fleet-window": "3s",
 }
 
