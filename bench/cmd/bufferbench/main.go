@@ -49,6 +49,7 @@ import (
 	"github.com/shipper-agent/shipper/bench/internal/figures"
 	"github.com/shipper-agent/shipper/bench/internal/machine"
 	"github.com/shipper-agent/shipper/bench/internal/pagecache"
+	"github.com/shipper-agent/shipper/bench/internal/quick"
 	"github.com/shipper-agent/shipper/bench/internal/workload"
 	"github.com/shipper-agent/shipper/buffer"
 )
@@ -93,20 +94,13 @@ func run(ctx context.Context, args []string) error {
 	fs.IntVar(&o.appenders, "appenders", workload.Partitions,
 		fmt.Sprintf("appending goroutines, one per partition like the agent's input; divides %d", workload.Partitions))
 	fs.DurationVar(&o.timeout, "timeout", 30*time.Minute, "give up after this long")
-	fs.BoolVar(&o.quick, "quick", os.Getenv("BENCH_QUICK") == "1",
-		"smoke run: 64MiB, loggen, compression none, chunk 4MiB, 1 repetition, for the flags not given (default from BENCH_QUICK=1)")
+	quick.Flag(fs, &o.quick, "smoke run: 64MiB, loggen, compression none, chunk 4MiB, 1 repetition, for the flags not given")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if o.quick {
-		given := map[string]bool{}
-		fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
-		for name, v := range quickFlags {
-			if !given[name] {
-				if err := fs.Set(name, v); err != nil {
-					return err
-				}
-			}
+		if err := quick.Apply(fs, quickFlags); err != nil {
+			return err
 		}
 	}
 	var err error
@@ -379,13 +373,7 @@ func (s stat) format(prec int) string {
 	return fmt.Sprintf("%.*f [%.*f–%.*f]", prec, s.med, prec, s.lo, prec, s.hi)
 }
 
-func command(o options) string {
-	cmd := machine.Command("bufferbench")
-	if o.quick && os.Getenv("BENCH_QUICK") == "1" {
-		cmd = "BENCH_QUICK=1 " + cmd
-	}
-	return cmd
-}
+func command(o options) string { return quick.Command("bufferbench", o.quick) }
 
 func report(w io.Writer, info machine.Info, o options, rs []result, phases []phase, took time.Duration) {
 	fmt.Fprintln(w, "# bufferbench: chunk buffer write/read throughput (sync_writes = true) vs raw disk write + fsync")
@@ -471,7 +459,6 @@ func configurations(o options, rs []result) ([]key, map[key][]result) {
 // ratio.
 func writeFigures(info machine.Info, o options, rs []result, start time.Time) error {
 	f := figures.New("bufferbench", "chunk buffer write and read throughput (sync_writes = true) beside the raw disk", info, o.quick)
-	f.Command = command(o)
 	order, groups := configurations(o, rs)
 	per := func(g []result, v func(*result) float64) []float64 {
 		xs := make([]float64, len(g))

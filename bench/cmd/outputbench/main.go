@@ -74,6 +74,7 @@ import (
 	"github.com/shipper-agent/shipper/bench/internal/esadmin"
 	"github.com/shipper-agent/shipper/bench/internal/logtopic"
 	"github.com/shipper-agent/shipper/bench/internal/machine"
+	"github.com/shipper-agent/shipper/bench/internal/quick"
 	"github.com/shipper-agent/shipper/test/e2e/loggen"
 	"github.com/shipper-agent/shipper/test/e2e/stacktest"
 )
@@ -126,6 +127,12 @@ var contenders = []contender{
 	{name: "in_flight 1", kind: agentToES, set: agentrun.Settings{MaxInFlight: 1}, side: true},
 }
 
+// quickFlags are the settings of a -quick run, for the flags not given.
+var quickFlags = map[string]string{
+	"records": "20000", "rounds": "1", "side-rounds": "1", "search-records": "20000", "warmup": "0",
+	"loader-sizes": "1MiB,4MiB", "loader-concurrency": "2", "search-again": "1", "profile": "false",
+}
+
 type options struct {
 	out           string
 	dir           string
@@ -174,7 +181,7 @@ func run(ctx context.Context, args []string) error {
 	fs.BoolVar(&o.keepTopic, "keep-topic", false, "do not delete the topic at the end")
 	fs.BoolVar(&o.profile, "profile", true, "after the rounds, run agent→sink once inside this process under the CPU profiler (kept beside -out)")
 	fs.StringVar(&o.only, "only", "", "comma-separated contender names to run (default: all)")
-	fs.BoolVar(&o.quick, "quick", os.Getenv("BENCH_QUICK") == "1", "smoke run: 20,000 events, every contender once (the settings variants at most once), no profile unless set (default from BENCH_QUICK=1)")
+	quick.Flag(fs, &o.quick, "smoke run: 20,000 events, every contender once, no profile, a short loader search, for the flags not given")
 	timeout := fs.Duration("timeout", 20*time.Minute, "give up after this long")
 	// A child runs one contender and prints its result as JSON.
 	fs.StringVar(&c.contender, "child", "", "internal: run this contender (plain or loader) and print its result")
@@ -193,6 +200,11 @@ func run(ctx context.Context, args []string) error {
 		c.records, c.timeout = o.records, o.runTimeout
 		return runChild(ctx, c, os.Stdout)
 	}
+	if o.quick {
+		if err := quick.Apply(fs, quickFlags); err != nil {
+			return err
+		}
+	}
 	for _, s := range strings.Split(*sizes, ",") {
 		b, err := shipper.ParseByteSize(strings.TrimSpace(s))
 		if err != nil {
@@ -209,13 +221,6 @@ func run(ctx context.Context, args []string) error {
 	}
 	if o.values != "varied" && o.values != "repetitive" {
 		return fmt.Errorf("-values %q: want varied or repetitive", o.values)
-	}
-	if o.quick {
-		o.records, o.rounds, o.sideRounds, o.searchRecords, o.warmup = 20_000, 1, min(o.sideRounds, 1), 20_000, 0
-		o.loaderSizes, o.loaderConc, o.searchAgain = []shipper.ByteSize{1 << 20, 4 << 20}, []int{2}, 1
-		set := map[string]bool{}
-		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-		o.profile = o.profile && set["profile"]
 	}
 	o.searchRecords = min(o.searchRecords, o.records)
 	o.warmup = min(o.warmup, o.records)

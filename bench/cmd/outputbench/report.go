@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"maps"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -17,6 +16,7 @@ import (
 	"github.com/shipper-agent/shipper/bench/internal/esadmin"
 	"github.com/shipper-agent/shipper/bench/internal/machine"
 	"github.com/shipper-agent/shipper/bench/internal/plainconsumer"
+	"github.com/shipper-agent/shipper/bench/internal/quick"
 	"github.com/shipper-agent/shipper/test/e2e/stacktest"
 )
 
@@ -24,10 +24,7 @@ func report(w io.Writer, info machine.Info, b *bench, runs []runResult, took tim
 	o := b.o
 	def := agent.DefaultConfig()
 	fmt.Fprintln(w, "# outputbench: the Elasticsearch output end to end (issue 9), every contender in one run")
-	cmd := machine.Command("outputbench")
-	if o.quick && os.Getenv("BENCH_QUICK") == "1" {
-		cmd = "BENCH_QUICK=1 " + cmd
-	}
+	cmd := quick.Command("outputbench", o.quick)
 	fmt.Fprintf(w, "# command: SHIPPER_STACK_DIR=%s %s\n", stacktest.Dir(), cmd)
 	info.Write(w)
 	fmt.Fprintln(w, "# the machine is shared: other engineers' tests may have run meanwhile; \"others\" below is the average number")

@@ -62,6 +62,7 @@ import (
 	"github.com/shipper-agent/shipper/bench/internal/logtopic"
 	"github.com/shipper-agent/shipper/bench/internal/machine"
 	"github.com/shipper-agent/shipper/bench/internal/plainconsumer"
+	"github.com/shipper-agent/shipper/bench/internal/quick"
 	"github.com/shipper-agent/shipper/test/e2e/loggen"
 	"github.com/shipper-agent/shipper/test/e2e/stacktest"
 )
@@ -124,7 +125,7 @@ func run(ctx context.Context, args []string) error {
 	fs.IntVar(&o.peer.filebeatQueueEvents, "filebeat-queue-events", o.peer.filebeatQueueEvents, "Filebeat: queue.mem.events")
 	fs.IntVar(&o.peer.filebeatFlushMin, "filebeat-flush-min-events", o.peer.filebeatFlushMin, "Filebeat: queue.mem.flush.min_events")
 	fs.StringVar(&o.peer.filebeatFlushTimeout, "filebeat-flush-timeout", o.peer.filebeatFlushTimeout, "Filebeat: queue.mem.flush.timeout")
-	fs.BoolVar(&o.quick, "quick", os.Getenv("BENCH_QUICK") == "1", "smoke run: one round of 20,000 events, no direct check or warm-up unless set, the peers only if already built (default from BENCH_QUICK=1)")
+	quick.Flag(fs, &o.quick, "smoke run: one round of 20,000 events, no direct check or warm-up, for the flags not given; the peers only if already built")
 	fs.BoolVar(&o.tune, "tune", false, "instead of the rounds, run each peer with each of a few settings (tune.go) and write their table")
 	fs.IntVar(&o.tunePasses, "tune-passes", 2, "-tune: passes over the settings, every other one in reverse order")
 	timeout := fs.Duration("timeout", 30*time.Minute, "give up after this long")
@@ -132,13 +133,11 @@ func run(ctx context.Context, args []string) error {
 		return err
 	}
 	if o.quick {
-		o.records, o.rounds = 20_000, 1
 		// The peers' own words without the proxy and the untimed warm-up
-		// are for results, not for a smoke run, unless asked for.
-		set := map[string]bool{}
-		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-		o.directCheck = o.directCheck && set["direct-check"]
-		o.warmup = o.warmup && set["warmup"]
+		// are for results, not for a smoke run.
+		if err := quick.Apply(fs, map[string]string{"records": "20000", "rounds": "1", "direct-check": "false", "warmup": "false"}); err != nil {
+			return err
+		}
 	}
 	names := []string{"shipper", "benthos", "filebeat"}
 	if o.only != "" {

@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"io"
-	"os"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -11,16 +10,14 @@ import (
 
 	"github.com/shipper-agent/shipper/bench/internal/esadmin"
 	"github.com/shipper-agent/shipper/bench/internal/machine"
+	"github.com/shipper-agent/shipper/bench/internal/quick"
 	"github.com/shipper-agent/shipper/test/e2e/stacktest"
 )
 
 func report(w io.Writer, info machine.Info, b *bench, runs []runResult, took time.Duration) {
 	o := b.o
 	fmt.Fprintln(w, "# peerbench: shipper beside Benthos and Filebeat, the same work in one run (issue 11)")
-	cmd := machine.Command("peerbench")
-	if o.quick && os.Getenv("BENCH_QUICK") == "1" {
-		cmd = "BENCH_QUICK=1 " + cmd
-	}
+	cmd := quick.Command("peerbench", o.quick)
 	fmt.Fprintf(w, "# command: SHIPPER_STACK_DIR=%s nice -n %d %s\n", stacktest.Dir(), b.nice, cmd)
 	info.Write(w)
 	fmt.Fprintf(w, "# niceness: %d (the contenders inherit it; the stack's servers have the niceness of whoever started them)\n", b.nice)

@@ -3,22 +3,17 @@ package main
 import (
 	"fmt"
 	"maps"
-	"os"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/shipper-agent/shipper/bench/internal/figures"
-	"github.com/shipper-agent/shipper/bench/internal/machine"
+	"github.com/shipper-agent/shipper/bench/internal/quick"
 )
 
 // command is the command line that reproduces this run.
 func (r *results) command() string {
-	cmd := machine.Command("poolbench")
-	if r.o.quick && os.Getenv("BENCH_QUICK") == "1" {
-		cmd = "BENCH_QUICK=1 " + cmd
-	}
-	return cmd
+	return quick.Command("poolbench", r.o.quick)
 }
 
 // poolName is how the figures name a pool.
@@ -29,7 +24,6 @@ var poolName = map[string]string{"shipper": "shipper", "stock": "go-elasticsearc
 func (r *results) figures(failed []string) *figures.Report {
 	f := figures.New("poolbench", "the Elasticsearch output's connection pool: resurrection, stall detection, "+
 		"the issue's scenarios, throughput with a node down, a fleet's reconnects", r.info, r.o.quick)
-	f.Command = r.command()
 	r.resurrectionFigures(f)
 	r.stallFigures(f)
 	r.scenarioFigures(f)
@@ -102,19 +96,7 @@ func (r *results) resurrectionFigures(f *figures.Report) {
 }
 
 func (r *results) stallFigures(f *figures.Report) {
-	type key struct {
-		kind  string
-		stall time.Duration
-	}
-	var keys []key
-	by := map[key][]stallTrial{}
-	for _, t := range r.stalls {
-		k := key{t.kind, t.stall}
-		if by[k] == nil {
-			keys = append(keys, k)
-		}
-		by[k] = append(by[k], t)
-	}
+	keys, by := r.stallsByKind()
 	for _, k := range keys {
 		ts := by[k]
 		name := fmt.Sprintf("%s, stall_timeout %s", k.kind, k.stall)

@@ -56,6 +56,7 @@ import (
 	"time"
 
 	"github.com/shipper-agent/shipper/bench/internal/machine"
+	"github.com/shipper-agent/shipper/bench/internal/quick"
 	"github.com/shipper-agent/shipper/test/e2e/stacktest"
 )
 
@@ -117,8 +118,7 @@ func run(ctx context.Context, args []string) error {
 	fs.StringVar(&o.dir, "dir", os.TempDir(), "parent of the temporary directory (agent binary, agent data)")
 	fs.StringVar(&o.agentBin, "agent", "", "agent binary (default: go build ./cmd/shipper into the temp dir)")
 	phases := fs.String("phases", strings.Join(allPhases, ","), "phases to run, of "+strings.Join(allPhases, ","))
-	fs.BoolVar(&o.quick, "quick", os.Getenv("BENCH_QUICK") == "1",
-		"smoke run of about a minute: few and short trials, for the flags not given (default from BENCH_QUICK=1)")
+	quick.Flag(fs, &o.quick, "smoke run of about a minute: few and short trials, for the flags not given")
 	fs.DurationVar(&o.interval, "interval", 50*time.Millisecond, "resurrection: between the stream's bulk requests")
 	fs.DurationVar(&o.shortOutage, "outage", 10*time.Second, "resurrection: the usual outage")
 	fs.IntVar(&o.shortTrials, "trials", 10, "resurrection: shipper trials with the usual outage")
@@ -152,14 +152,8 @@ func run(ctx context.Context, args []string) error {
 		return err
 	}
 	if o.quick {
-		given := map[string]bool{}
-		fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
-		for name, v := range quickFlags {
-			if !given[name] {
-				if err := fs.Set(name, v); err != nil {
-					return fmt.Errorf("-quick: -%s: %w", name, err)
-				}
-			}
+		if err := quick.Apply(fs, quickFlags); err != nil {
+			return err
 		}
 	}
 	var err error

@@ -209,19 +209,7 @@ func (r *results) writeStalls(w io.Writer) {
 	fmt.Fprintf(w, "#   one bulk of ~%d MiB (max_bulk_bytes raised so that it is one request), after one small request.\n", r.o.steadySize)
 	fmt.Fprintln(w, "# first counted: from the stall's start to the pool counting a stall or a hedge (counters polled every 5 ms).")
 	fmt.Fprintln(w, "# Defaults otherwise (hedge_after 2s, hedge_budget 0.1, request_timeout 60s); a fresh Output per trial.")
-	type key struct {
-		kind  string
-		stall time.Duration
-	}
-	var keys []key
-	by := map[key][]stallTrial{}
-	for _, t := range r.stalls {
-		k := key{t.kind, t.stall}
-		if by[k] == nil {
-			keys = append(keys, k)
-		}
-		by[k] = append(by[k], t)
-	}
+	keys, by := r.stallsByKind()
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "kind\tstall_timeout\ttrials\tanswered after\tfirst counted after\twhat the pool counted first\tstalls declared\thedges\tanswered by B\t")
 	for _, k := range keys {
@@ -418,4 +406,25 @@ func (r *results) writeFleet(w io.Writer) {
 			strings.Repeat("#", (f.conns[i]+3)/4))
 	}
 	fmt.Fprintln(w)
+}
+
+// stallKey is one kind of stall trial: the layer and the stall_timeout.
+type stallKey struct {
+	kind  string
+	stall time.Duration
+}
+
+// stallsByKind groups the stall trials by kind, the kinds in the order
+// they first ran.
+func (r *results) stallsByKind() ([]stallKey, map[stallKey][]stallTrial) {
+	var keys []stallKey
+	by := map[stallKey][]stallTrial{}
+	for _, t := range r.stalls {
+		k := stallKey{t.kind, t.stall}
+		if by[k] == nil {
+			keys = append(keys, k)
+		}
+		by[k] = append(by[k], t)
+	}
+	return keys, by
 }

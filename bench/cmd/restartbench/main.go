@@ -41,6 +41,7 @@ import (
 	"github.com/shipper-agent/shipper/bench/internal/figures"
 	"github.com/shipper-agent/shipper/bench/internal/machine"
 	"github.com/shipper-agent/shipper/bench/internal/pagecache"
+	"github.com/shipper-agent/shipper/bench/internal/quick"
 	"github.com/shipper-agent/shipper/bench/internal/workload"
 	"github.com/shipper-agent/shipper/buffer"
 )
@@ -64,20 +65,14 @@ func run(ctx context.Context, args []string) error {
 	records := fs.String("records", "loggen", "record set: loggen or 1KiB")
 	reps := fs.Int("reps", 3, "cold and warm restarts, each")
 	timeout := fs.Duration("timeout", 10*time.Minute, "give up after this long")
-	quick := fs.Bool("quick", os.Getenv("BENCH_QUICK") == "1",
-		"smoke run: 128MiB, 1 repetition, for the flags not given (default from BENCH_QUICK=1)")
+	var smoke bool
+	quick.Flag(fs, &smoke, "smoke run: 128MiB, 1 repetition, for the flags not given")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if *quick {
-		given := map[string]bool{}
-		fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
-		for name, v := range map[string]string{"bytes": "128MiB", "reps": "1"} {
-			if !given[name] {
-				if err := fs.Set(name, v); err != nil {
-					return err
-				}
-			}
+	if smoke {
+		if err := quick.Apply(fs, map[string]string{"bytes": "128MiB", "reps": "1"}); err != nil {
+			return err
 		}
 	}
 	target, err := shipper.ParseByteSize(*size)
@@ -164,11 +159,7 @@ func run(ctx context.Context, args []string) error {
 		w = f
 	}
 	fmt.Fprintln(w, "# restartbench: time from buffer.Open to the first Next returning a chunk, with a large backlog")
-	cmd := machine.Command("restartbench")
-	if *quick && os.Getenv("BENCH_QUICK") == "1" {
-		cmd = "BENCH_QUICK=1 " + cmd
-	}
-	fmt.Fprintf(w, "# command: %s\n", cmd)
+	fmt.Fprintf(w, "# command: %s\n", quick.Command("restartbench", smoke))
 	info.Write(w)
 	fmt.Fprintf(w, "# took %s (building the backlog %s, %d cold and %d warm restarts %s)\n", time.Since(start).Round(100*time.Millisecond),
 		build.Round(100*time.Millisecond), *reps, *reps, restarts.Round(100*time.Millisecond))
@@ -224,8 +215,7 @@ func run(ctx context.Context, args []string) error {
 		return err
 	}
 
-	f := figures.New("restartbench", "buffer.Open + the first Next with a large backlog, cold and warm page cache", info, *quick)
-	f.Command = cmd
+	f := figures.New("restartbench", "buffer.Open + the first Next with a large backlog, cold and warm page cache", info, smoke)
 	backlogNote := fmt.Sprintf("a backlog of %d chunks, %.0f MB stored (chunk_size %s, compression %s)",
 		backlog.DiskChunks, float64(backlog.DiskBytes)/1e6, cfg.ChunkSize, cfg.Compression)
 	for _, cold := range []bool{true, false} {

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/shipper-agent/shipper/bench/internal/machine"
+	smoke "github.com/shipper-agent/shipper/bench/internal/quick"
 )
 
 // Stat is a figure over N runs: their median, minimum and maximum.
@@ -107,13 +108,9 @@ type Report struct {
 // New starts the report of a run of bench (the program's directory name
 // under bench/cmd) described by in; Command is how to run it again.
 func New(bench, title string, in machine.Info, quick bool) *Report {
-	cmd := machine.Command(bench)
-	if quick && os.Getenv("BENCH_QUICK") == "1" {
-		cmd = "BENCH_QUICK=1 " + cmd
-	}
 	return &Report{
 		Bench: bench, Title: title,
-		Command: cmd,
+		Command: smoke.Command(bench, quick),
 		Date:    in.Date, Commit: in.Commit, Load: in.Load, Quick: quick,
 	}
 }
