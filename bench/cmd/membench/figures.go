@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/shipper-agent/shipper/bench/internal/figures"
 	"github.com/shipper-agent/shipper/bench/internal/machine"
@@ -13,39 +14,34 @@ const maxPoints = 400
 const mibF = 1 << 20
 
 // figuresOf is the run's figures.Report: per limit the peaks against the
-// ceiling, the time to the backlog, the ingestion rate and the restarts,
-// and the memory over time.
+// ceiling, the time to the backlog and the ingestion rate over its runs,
+// the restarts over its first run's backlog, and the memory over time of
+// its first run.
 func figuresOf(info machine.Info, o options, runs []*agentRun) *figures.Report {
 	rep := figures.New("membench", fmt.Sprintf("agent memory while a %s backlog builds up with Elasticsearch down, and restart to the first bulk over it", o.backlog), info, o.quick)
-	for _, r := range runs {
+	for _, lr := range byLimit(runs) {
+		r := lr[0] // the first run: its restarts and its memory over time
 		l := r.limit.String()
-		one := fmt.Sprintf("one run; peak over %d samples every %s", len(r.samples), o.interval)
-		one1 := func(v int64) []float64 {
-			if len(r.samples) == 0 {
-				return nil
-			}
-			return []float64{float64(v) / mibF}
-		}
-		anon, _ := r.peak(func(s sample) int64 { return s.rssAnon })
-		heap, _ := r.peak(func(s sample) int64 { return s.heapInuse })
-		rep.Add("peak memory", l+" RssAnon", "MiB", figures.Lower, one1(anon), one)
+		h := headlinesOf(lr)
+		peaks := fmt.Sprintf("%d runs; peak of each run over its samples every %s", len(h.anon), o.interval)
+		rep.Add("peak memory", l+" RssAnon", "MiB", figures.Lower, h.anon, peaks)
 		rep.Add("peak memory", l+" ceiling", "MiB", figures.Either, []float64{float64(r.ceiling) / mibF},
 			"memory_limit + MemoryOverhead(), the documented bound")
-		rep.Add("peak Go heap in use", l, "MiB", figures.Lower, one1(heap), one)
+		rep.Add("peak Go heap in use", l, "MiB", figures.Lower, h.heap, peaks)
 
-		var reached []float64
-		note := "one run"
-		if r.reached > 0 {
-			reached = []float64{r.reached.Seconds()}
-		} else {
-			note = "not reached: " + r.problem
+		note := fmt.Sprintf("%d runs", len(h.reached))
+		if h.notReached > 0 {
+			var why []string
+			for _, x := range lr {
+				if x.reached == 0 {
+					why = append(why, fmt.Sprintf("run %d: %s", x.run, x.problem))
+				}
+			}
+			note += fmt.Sprintf("; %d of %d not reached (%s)", h.notReached, len(lr), strings.Join(why, "; "))
 		}
-		rep.Add("time to backlog", l, "s", figures.Lower, reached, fmt.Sprintf("%s; agent start to buffer disk_bytes ≥ %s", note, o.backlog))
-		var rates []float64
-		if recs, _, d := r.rate(); d > 0 {
-			rates = []float64{recs}
-		}
-		rep.Add("ingestion into the buffer", l, "records/s", figures.Higher, rates, "one run; first consumed record to the last sample")
+		rep.Add("time to backlog", l, "s", figures.Lower, h.reached, fmt.Sprintf("%s; agent start to buffer disk_bytes ≥ %s", note, o.backlog))
+		rep.Add("ingestion into the buffer", l, "records/s", figures.Higher, h.recs,
+			fmt.Sprintf("%d runs; first consumed record to the last sample", len(h.recs)))
 
 		var first, ok, up []float64
 		for _, t := range r.restarts {
@@ -59,7 +55,7 @@ func figuresOf(info machine.Info, o options, runs []*agentRun) *figures.Report {
 				up = append(up, t.apiUp.Seconds())
 			}
 		}
-		how := "exec to the first bulk request at a fake bulk endpoint; Kafka reachable; first trial after SIGTERM, later ones after kill -9"
+		how := "over the first run's backlog; exec to the first bulk request at a fake bulk endpoint; Kafka reachable; first trial after SIGTERM, later ones after kill -9"
 		rep.Add("restart to first delivered bulk", l+" first bulk request", "s", figures.Lower, first, how)
 		rep.Add("restart to first delivered bulk", l+" first document acknowledged", "s", figures.Lower, ok,
 			"exec to the sink's answer creating the first document")
@@ -89,6 +85,8 @@ func figuresOf(info machine.Info, o options, runs []*agentRun) *figures.Report {
 				fmt.Sprintf("exec to ready (joined the Kafka group, a live node); trials ready before their kill: %d of %d", len(rdy), tried))
 		}
 
+		// The first run only; its name is in the series' names, not the
+		// chart's, so that the chart's file keeps its name.
 		chart := fmt.Sprintf("memory while a %s backlog builds, memory_limit %s", o.backlog, l)
 		for _, f := range []struct {
 			name string
@@ -98,7 +96,7 @@ func figuresOf(info machine.Info, o options, runs []*agentRun) *figures.Report {
 			{"heap in use", func(s sample) int64 { return s.heapInuse }},
 			{"buffer memory_bytes", func(s sample) int64 { return s.memoryBytes }},
 		} {
-			rep.AddSeries(figures.Series{Chart: chart, Name: f.name, XUnit: "s", YUnit: "MiB", Points: downsample(r.samples, f.v, maxPoints)})
+			rep.AddSeries(figures.Series{Chart: chart, Name: f.name + ", run 1", XUnit: "s", YUnit: "MiB", Points: downsample(r.samples, f.v, maxPoints)})
 		}
 		if len(r.samples) > 0 {
 			c := float64(r.ceiling) / mibF

@@ -5,9 +5,10 @@
 //
 // It produces -produce bytes of the e2e suite's sample logs into a new topic
 // with -partitions partitions, then, for each buffer.memory_limit in
-// -limits, starts a fresh agent (its own consumer group, reading from the
-// earliest offset) and samples every -interval until /api/status shows
-// buffer.disk_bytes ≥ -backlog:
+// -limits, runs the agent -runs times, one after the other, each a fresh
+// agent (a new data dir and a consumer group of its own, reading the same
+// topic from the earliest offset), and samples every -interval until
+// /api/status shows buffer.disk_bytes ≥ -backlog:
 //
 //	/proc/<pid>/status   VmRSS, RssAnon, RssFile, RssShmem, VmHWM
 //	/api/metrics         go_memstats_heap_inuse_bytes, _heap_alloc_bytes, _sys_bytes
@@ -15,16 +16,20 @@
 //
 // and compares the peaks with the documented ceiling, memory_limit +
 // agent.Config.MemoryOverhead() (= agent.Config.SoftMemoryLimit()). The
-// summary goes to -out, every sample to <out without .txt>-<limit>.tsv.
+// summary goes to -out (each run's peaks, and per limit their median, min
+// and max over the runs), every sample to <out without .txt>-<limit>.tsv
+// for the first run and <out without .txt>-<limit>-run<n>.tsv for run n ≥ 2.
 //
-// Then it restarts the agent -trials times over the backlog (restart.go):
+// After the first run of each limit, and only that one, it restarts the
+// agent -trials times over that run's backlog (restart.go):
 // same data dir and configuration, Elasticsearch now a bulksink, Kafka
 // still reachable; the first trial after the run's SIGTERM, the later ones
 // after a kill -9 at the first delivery. Each is timed from exec to the
 // first bulk request. The headline figures and the memory over time go to
-// <out without .txt>.json (bench/internal/figures). -quick (or
-// BENCH_QUICK=1) is a smoke run of one small limit. The topic is deleted at
-// the end.
+// <out without .txt>.json (bench/internal/figures): the peaks, the time to
+// the backlog and the ingestion rate over the runs, the memory over time
+// of the first run. -quick (or BENCH_QUICK=1) is a smoke run of one small
+// limit, one run. The topic is deleted at the end.
 //
 //	go run ./bench/cmd/membench -out bench/results/memory.txt
 package main
@@ -59,6 +64,7 @@ import (
 	"github.com/shipper-agent/shipper"
 	"github.com/shipper-agent/shipper/agent"
 	"github.com/shipper-agent/shipper/bench/internal/agentlog"
+	"github.com/shipper-agent/shipper/bench/internal/figures"
 	"github.com/shipper-agent/shipper/bench/internal/machine"
 	"github.com/shipper-agent/shipper/test/e2e/loggen"
 	"github.com/shipper-agent/shipper/test/e2e/stacktest"
@@ -102,6 +108,7 @@ type options struct {
 	keepTopic  bool
 	profile    bool
 	trials     int
+	runs       int
 	quick      bool
 }
 
@@ -110,7 +117,7 @@ func run(ctx context.Context, args []string) error {
 	var o options
 	fs.StringVar(&o.out, "out", "", "summary file; samples go beside it (default: stdout, no samples)")
 	fs.StringVar(&o.dir, "dir", os.TempDir(), "parent of the temporary agent binary and data directories")
-	limits := fs.String("limits", "64MiB,256MiB", "buffer.memory_limit values, one agent run each")
+	limits := fs.String("limits", "64MiB,256MiB", "buffer.memory_limit values, -runs agent runs each")
 	backlog := fs.String("backlog", "2GiB", "stop a run when buffer.disk_bytes reaches this")
 	produce := fs.String("produce", "2300MiB", "record bytes (key + value) to produce into the topic first")
 	fs.IntVar(&o.partitions, "partitions", 6, "partitions of the topic")
@@ -120,7 +127,8 @@ func run(ctx context.Context, args []string) error {
 	fs.StringVar(&o.agentBin, "agent", "", "agent binary to run (default: go build ./cmd/shipper into a temp dir)")
 	fs.BoolVar(&o.keepTopic, "keep-topic", false, "do not delete the topic at the end")
 	fs.BoolVar(&o.profile, "profile", true, "after the binary runs, run each limit again inside this process for a heap profile at the heap's peak")
-	fs.IntVar(&o.trials, "trials", 3, "restarts over each limit's backlog, timed to the first bulk request")
+	fs.IntVar(&o.runs, "runs", 3, "agent runs per limit, one after the other, each with a fresh data dir and consumer group; the report gives the median, min and max over them")
+	fs.IntVar(&o.trials, "trials", 3, "restarts over the backlog of each limit's first run, timed to the first bulk request")
 	fs.BoolVar(&o.quick, "quick", os.Getenv("BENCH_QUICK") == "1", "smoke run: "+quickNote+" (flags given explicitly win)")
 	timeout := fs.Duration("timeout", 30*time.Minute, "give up after this long")
 	if err := fs.Parse(args); err != nil {
@@ -134,6 +142,9 @@ func run(ctx context.Context, args []string) error {
 				_ = fs.Set(name, v)
 			}
 		}
+	}
+	if o.runs < 1 {
+		return fmt.Errorf("-runs %d: want at least 1", o.runs)
 	}
 	for _, s := range strings.Split(*limits, ",") {
 		l, err := shipper.ParseByteSize(s)
@@ -200,22 +211,27 @@ func run(ctx context.Context, args []string) error {
 		prod.records, float64(prod.bytes)/1e6, prod.took.Round(time.Second), float64(prod.kafkaDisk)/1e6)
 
 	// A run that fails is reported with what it measured and why it
-	// stopped, and makes the program fail after writing the results.
+	// stopped, and makes the program fail after writing the results. The
+	// restart trials need a backlog, so they follow the first run of a
+	// limit, before its data dir goes.
 	var runs []*agentRun
 	var failed error
+runs:
 	for _, limit := range o.limits {
-		dir := filepath.Join(tmp, "agent-"+limit.String())
-		r, err := runAgent(ctx, dir, stack.KafkaBrokers, topic, limit, o, progress)
-		if r != nil {
-			runs = append(runs, r)
-		}
-		if err == nil && r.reached > 0 {
-			err = restartTrials(ctx, r, o.trials, o.agentBin, progress)
-		}
-		os.RemoveAll(dir)
-		if err != nil {
-			failed = fmt.Errorf("memory_limit %s: %w", limit, err)
-			break
+		for n := 1; n <= o.runs; n++ {
+			dir := filepath.Join(tmp, fmt.Sprintf("agent-%s-run%d", limit, n))
+			r, err := runAgent(ctx, dir, stack.KafkaBrokers, topic, limit, n, o, progress)
+			if r != nil {
+				runs = append(runs, r)
+			}
+			if err == nil && n == 1 && r.reached > 0 {
+				err = restartTrials(ctx, r, o.trials, o.agentBin, progress)
+			}
+			os.RemoveAll(dir)
+			if err != nil {
+				failed = fmt.Errorf("memory_limit %s, run %d: %w", limit, n, err)
+				break runs
+			}
 		}
 	}
 
@@ -245,7 +261,7 @@ func run(ctx context.Context, args []string) error {
 		defer f.Close()
 		w = f
 		for _, r := range runs {
-			if err := r.writeSamples(strings.TrimSuffix(o.out, ".txt") + "-" + r.limit.String() + ".tsv"); err != nil {
+			if err := r.writeSamples(samplesPath(o.out, r)); err != nil {
 				return err
 			}
 		}
@@ -262,9 +278,20 @@ func run(ctx context.Context, args []string) error {
 
 // quickFlags are the settings of -quick: a smoke run of well under a
 // minute once the agent is built and the stack is up.
-var quickFlags = map[string]string{"limits": "64MiB", "backlog": "128MiB", "produce": "150MiB", "trials": "1", "profile": "false"}
+var quickFlags = map[string]string{"limits": "64MiB", "runs": "1", "backlog": "128MiB", "produce": "150MiB", "trials": "1", "profile": "false"}
 
-const quickNote = "one limit (64MiB), backlog 128MiB, produce 150MiB, one restart, no heap profile"
+const quickNote = "one limit (64MiB), one run, backlog 128MiB, produce 150MiB, one restart, no heap profile"
+
+// samplesPath is where the samples of r go beside the summary out:
+// <out without .txt>-<limit>.tsv for a limit's first run, and
+// <out without .txt>-<limit>-run<n>.tsv for run n ≥ 2.
+func samplesPath(out string, r *agentRun) string {
+	base := strings.TrimSuffix(out, ".txt") + "-" + r.limit.String()
+	if r.run > 1 {
+		base += fmt.Sprintf("-run%d", r.run)
+	}
+	return base + ".tsv"
+}
 
 // produced describes the backlog written to Kafka.
 type produced struct {
@@ -335,6 +362,7 @@ type sample struct {
 
 type agentRun struct {
 	limit        shipper.ByteSize
+	run          int   // 1, 2, … among the runs of this limit
 	ceiling      int64 // memory_limit + MemoryOverhead()
 	overhead     int64
 	cfg          agent.Config
@@ -427,10 +455,12 @@ type agentConf struct {
 	esURL              string
 }
 
-// newAgentConf picks the ports and the group of a new run: Elasticsearch
+// newAgentConf picks the ports and the group of a new run (its name holds
+// the limit, the run (0: the in-process run of profile.go) and the time, so
+// that no two runs share offsets): Elasticsearch
 // at a port that was free a moment ago and is closed now, so connections
 // are refused at once, as when Elasticsearch is down.
-func newAgentConf(dir, broker, topic string, limit shipper.ByteSize) (agentConf, error) {
+func newAgentConf(dir, broker, topic string, limit shipper.ByteSize, run int) (agentConf, error) {
 	apiPort, err := freePort()
 	if err != nil {
 		return agentConf{}, err
@@ -439,8 +469,12 @@ func newAgentConf(dir, broker, topic string, limit shipper.ByteSize) (agentConf,
 	if err != nil {
 		return agentConf{}, err
 	}
+	which := fmt.Sprintf("run%d", run)
+	if run == 0 {
+		which = "inprocess"
+	}
 	return agentConf{dir: dir, broker: broker, topic: topic, limit: limit, apiPort: apiPort,
-		group: fmt.Sprintf("membench-%s-%d", limit, time.Now().UnixNano()), esURL: fmt.Sprintf("http://127.0.0.1:%d", esPort)}, nil
+		group: fmt.Sprintf("membench-%s-%s-%d", limit, which, time.Now().UnixNano()), esURL: fmt.Sprintf("http://127.0.0.1:%d", esPort)}, nil
 }
 
 func (c agentConf) api() string { return fmt.Sprintf("http://127.0.0.1:%d", c.apiPort) }
@@ -482,8 +516,8 @@ elasticsearch {
 
 // writeConfig writes the configuration of a new run into dir (see
 // newAgentConf).
-func writeConfig(dir, broker, topic string, limit shipper.ByteSize) (agentConf, string, agent.Config, error) {
-	c, err := newAgentConf(dir, broker, topic, limit)
+func writeConfig(dir, broker, topic string, limit shipper.ByteSize, run int) (agentConf, string, agent.Config, error) {
+	c, err := newAgentConf(dir, broker, topic, limit, run)
 	if err != nil {
 		return c, "", agent.Config{}, err
 	}
@@ -491,18 +525,20 @@ func writeConfig(dir, broker, topic string, limit shipper.ByteSize) (agentConf, 
 	return c, path, cfg, err
 }
 
-// runAgent runs the agent in dir until the backlog builds up, then stops
-// it with SIGTERM; it leaves dir (and the backlog in it) to the caller.
-func runAgent(ctx context.Context, dir, broker, topic string, limit shipper.ByteSize, o options, progress func(string, ...any)) (*agentRun, error) {
+// runAgent runs the agent in dir (run n of limit) until the backlog builds
+// up, then stops it with SIGTERM; it leaves dir (and the backlog in it) to
+// the caller.
+func runAgent(ctx context.Context, dir, broker, topic string, limit shipper.ByteSize, n int, o options,
+	progress func(string, ...any)) (*agentRun, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	conf, confPath, cfg, err := writeConfig(dir, broker, topic, limit)
+	conf, confPath, cfg, err := writeConfig(dir, broker, topic, limit, n)
 	if err != nil {
 		return nil, err
 	}
-	r := &agentRun{limit: limit, cfg: cfg, conf: conf, overhead: cfg.MemoryOverhead(), ceiling: cfg.SoftMemoryLimit()}
-	progress("memory_limit %s: starting the agent (ceiling memory_limit + MemoryOverhead() = %s)", limit, mib(r.ceiling))
+	r := &agentRun{limit: limit, run: n, cfg: cfg, conf: conf, overhead: cfg.MemoryOverhead(), ceiling: cfg.SoftMemoryLimit()}
+	progress("memory_limit %s: run %d of %d: starting the agent (ceiling memory_limit + MemoryOverhead() = %s)", limit, n, o.runs, mib(r.ceiling))
 
 	logPath := filepath.Join(dir, "agent.log")
 	logFile, err := os.Create(logPath)
@@ -562,14 +598,14 @@ func runAgent(ctx context.Context, dir, broker, topic string, limit shipper.Byte
 		}
 		if time.Since(lastProgress) >= 10*time.Second {
 			lastProgress = time.Now()
-			progress("memory_limit %s: %s: backlog %.0f MB, %d records, RssAnon %s, heap in use %s, VmRSS %s%s",
-				limit, s.at.Round(time.Second), float64(s.diskBytes)/1e6, s.consumed, mib(s.rssAnon), mib(s.heapInuse),
+			progress("memory_limit %s run %d: %s: backlog %.0f MB, %d records, RssAnon %s, heap in use %s, VmRSS %s%s",
+				limit, n, s.at.Round(time.Second), float64(s.diskBytes)/1e6, s.consumed, mib(s.rssAnon), mib(s.heapInuse),
 				mib(s.vmRSS), cond(s.blocked != "", ", appends blocked: "+s.blocked))
 		}
 		if s.diskBytes >= int64(o.backlog) {
 			r.reached = s.at
 			r.smaps, r.maps = smapsRollup(cmd.Process.Pid), mappedFiles(cmd.Process.Pid)
-			progress("memory_limit %s: backlog %.0f MB reached after %s", limit, float64(s.diskBytes)/1e6, s.at.Round(time.Millisecond))
+			progress("memory_limit %s run %d: backlog %.0f MB reached after %s", limit, n, float64(s.diskBytes)/1e6, s.at.Round(time.Millisecond))
 			return r, nil
 		}
 	}
@@ -763,7 +799,7 @@ func (r *agentRun) blockedShare() (memory, other int) {
 
 func (r *agentRun) writeSamples(path string) error {
 	var b bytes.Buffer
-	fmt.Fprintf(&b, "# membench samples, buffer.memory_limit %s, ceiling %d B; times in seconds since the agent started, sizes in bytes\n", r.limit, r.ceiling)
+	fmt.Fprintf(&b, "# membench samples, buffer.memory_limit %s, run %d, ceiling %d B; times in seconds since the agent started, sizes in bytes\n", r.limit, r.run, r.ceiling)
 	fmt.Fprintln(&b, "t\tVmRSS\tRssAnon\tRssFile\tRssShmem\tVmHWM\theap_inuse\theap_alloc\tgo_sys\tbuffer_disk_bytes\tbuffer_memory_bytes\tconsumed_records\tblocked")
 	for _, s := range r.samples {
 		fmt.Fprintf(&b, "%.3f\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\n", s.at.Seconds(), s.vmRSS, s.rssAnon, s.rssFile,
@@ -782,12 +818,19 @@ func report(w io.Writer, info machine.Info, o options, topic string, prod produc
 	fmt.Fprintf(w, "# agent: sampled every %s until buffer.disk_bytes >= %s; everything else at its default\n", o.interval, o.backlog)
 	fmt.Fprintln(w, "#        (chunk_size 4MiB, disk_limit 10GiB, 4 workers (max_in_flight), sync_writes true); GOMEMLIMIT unset, so the")
 	fmt.Fprintln(w, "#        agent sets the Go soft memory limit to SoftMemoryLimit() = the ceiling below.")
+	fmt.Fprintf(w, "# runs: %d per limit, one after the other, each a fresh agent (a new data dir and consumer group, the same topic);\n", o.runs)
+	fmt.Fprintln(w, "#        every table and section below gives each run, and the peaks section per limit the median [min–max] over")
+	fmt.Fprintln(w, "#        the runs; the restart trials follow the first run only (they need its backlog)")
+	if o.out != "" {
+		base := filepath.Base(strings.TrimSuffix(o.out, ".txt"))
+		fmt.Fprintf(w, "# samples: %s-<limit>.tsv for run 1, %s-<limit>-run<n>.tsv for run n ≥ 2\n", base, base)
+	}
 	fmt.Fprintf(w, "# took %s\n", took.Round(time.Second))
 	fmt.Fprintln(w)
 
 	fmt.Fprintln(w, "## peaks vs the ceiling (memory_limit + MemoryOverhead()); MiB = 2^20 bytes")
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "memory_limit\tceiling\tpeak RssAnon\tpeak heap in use\tpeak heap alloc\tpeak Go sys\tpeak VmRSS\tVmHWM\tpeak RssFile\tRssAnon ≤ ceiling\ttime to backlog\tsamples\t")
+	fmt.Fprintln(tw, "memory_limit\trun\tceiling\tpeak RssAnon\tpeak heap in use\tpeak heap alloc\tpeak Go sys\tpeak VmRSS\tVmHWM\tpeak RssFile\tRssAnon ≤ ceiling\ttime to backlog\tsamples\t")
 	for _, r := range runs {
 		anon, _ := r.peak(func(s sample) int64 { return s.rssAnon })
 		inuse, _ := r.peak(func(s sample) int64 { return s.heapInuse })
@@ -804,7 +847,7 @@ func report(w io.Writer, info machine.Info, o options, topic string, prod produc
 		if r.reached > 0 {
 			reached = r.reached.Round(100 * time.Millisecond).String()
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t\n", r.limit, mib(r.ceiling), mib(anon), mib(inuse),
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t\n", r.limit, r.run, mib(r.ceiling), mib(anon), mib(inuse),
 			mib(alloc), mib(sys), mib(rss), mib(hwm), mib(file), verdict, reached, len(r.samples))
 	}
 	tw.Flush()
@@ -819,30 +862,36 @@ func report(w io.Writer, info machine.Info, o options, topic string, prod produc
 		if len(over) > 0 {
 			verdict = strings.Join(over, ", ")
 		}
-		fmt.Fprintf(w, "memory_limit %s: peaks over the ceiling of %s: %s\n", r.limit, mib(r.ceiling), verdict)
+		fmt.Fprintf(w, "memory_limit %s run %d: peaks over the ceiling of %s: %s\n", r.limit, r.run, mib(r.ceiling), verdict)
+	}
+	for _, lr := range byLimit(runs) {
+		h := headlinesOf(lr)
+		fmt.Fprintf(w, "memory_limit %s, median [min–max] over %d runs: peak RssAnon %s, peak heap in use %s, time to backlog %s, records/s %s\n",
+			lr[0].limit, len(lr), spread(h.anon, "%.1f MiB", "%.1f"), spread(h.heap, "%.1f MiB", "%.1f"),
+			spread(h.reached, "%.1fs", "%.1f")+cond(h.notReached > 0, fmt.Sprintf(" (%d not reached)", h.notReached)), spread(h.recs, "%.0f", "%.0f"))
 	}
 	fmt.Fprintln(w)
 
 	fmt.Fprintln(w, "## memory beyond the buffer's own chunks vs MemoryOverhead(): peaks of a figure minus buffer memory_bytes")
 	fmt.Fprintln(w, "## in the same sample (buffer memory_bytes: chunk bytes the buffer accounts against memory_limit)")
 	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "memory_limit	peak buffer memory_bytes	MemoryOverhead()	peak RssAnon − memory_bytes	peak heap in use − memory_bytes	")
+	fmt.Fprintln(tw, "memory_limit	run	peak buffer memory_bytes	MemoryOverhead()	peak RssAnon − memory_bytes	peak heap in use − memory_bytes	")
 	for _, r := range runs {
 		buf, _ := r.peak(func(s sample) int64 { return s.memoryBytes })
 		anon, _ := r.peak(func(s sample) int64 { return s.rssAnon - s.memoryBytes })
 		heap, _ := r.peak(func(s sample) int64 { return s.heapInuse - s.memoryBytes })
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t\n", r.limit, mib(buf), mib(r.overhead), mib(anon), mib(heap))
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t\n", r.limit, r.run, mib(buf), mib(r.overhead), mib(anon), mib(heap))
 	}
 	tw.Flush()
 	fmt.Fprintln(w)
 
 	fmt.Fprintln(w, "## ingestion into the buffer (first consumed record to the last sample)")
 	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "memory_limit\trecords/s\tstored MB/s\tover\tfirst record after\tsamples with appends blocked on memory_limit\ton something else\t")
+	fmt.Fprintln(tw, "memory_limit\trun\trecords/s\tstored MB/s\tover\tfirst record after\tsamples with appends blocked on memory_limit\ton something else\t")
 	for _, r := range runs {
 		recs, mbps, d := r.rate()
 		mem, other := r.blockedShare()
-		fmt.Fprintf(tw, "%s\t%.0f\t%.1f\t%s\t%s\t%d of %d\t%d\t\n", r.limit, recs, mbps, d.Round(100*time.Millisecond),
+		fmt.Fprintf(tw, "%s\t%d\t%.0f\t%.1f\t%s\t%s\t%d of %d\t%d\t\n", r.limit, r.run, recs, mbps, d.Round(100*time.Millisecond),
 			r.firstRecord.Round(100*time.Millisecond), mem, len(r.samples), other)
 	}
 	tw.Flush()
@@ -851,7 +900,7 @@ func report(w io.Writer, info machine.Info, o options, topic string, prod produc
 	writeRestarts(w, runs)
 
 	for _, r := range runs {
-		fmt.Fprintf(w, "## memory_limit %s\n", r.limit)
+		fmt.Fprintf(w, "## memory_limit %s, run %d\n", r.limit, r.run)
 		fmt.Fprintf(w, "ceiling: %s = memory_limit %s + MemoryOverhead() %s (48 MiB + badger memtables %s + %d workers × 2 × chunk_size %s)\n",
 			mib(r.ceiling), r.limit, mib(r.overhead), mib(r.cfg.Buffer.StoreMemory()), r.cfg.Elasticsearch.MaxInFlight, r.cfg.Buffer.ChunkSize)
 		for _, p := range peakFigures {
@@ -893,6 +942,58 @@ func report(w io.Writer, info machine.Info, o options, topic string, prod produc
 		fmt.Fprintln(w, "counts garbage not yet collected and free space in in-use spans)")
 		fmt.Fprintf(w, "%s\n\n", p.top)
 	}
+}
+
+// headlines are a limit's headline figures over its runs, one value per
+// run that has it: peak RssAnon and heap in use (MiB), time to the backlog
+// (s), ingestion (records/s).
+type headlines struct {
+	anon, heap, reached, recs []float64
+	notReached                int // runs that did not reach the backlog
+}
+
+func headlinesOf(runs []*agentRun) headlines {
+	var h headlines
+	for _, r := range runs {
+		if len(r.samples) > 0 {
+			anon, _ := r.peak(func(s sample) int64 { return s.rssAnon })
+			heap, _ := r.peak(func(s sample) int64 { return s.heapInuse })
+			h.anon = append(h.anon, float64(anon)/mibF)
+			h.heap = append(h.heap, float64(heap)/mibF)
+		}
+		if r.reached > 0 {
+			h.reached = append(h.reached, r.reached.Seconds())
+		} else {
+			h.notReached++
+		}
+		if recs, _, d := r.rate(); d > 0 {
+			h.recs = append(h.recs, recs)
+		}
+	}
+	return h
+}
+
+// spread formats the median of xs with format, then [min–max] with bound;
+// "-" for none.
+func spread(xs []float64, format, bound string) string {
+	if len(xs) == 0 {
+		return "-"
+	}
+	st := figures.Of(xs)
+	return fmt.Sprintf(format+" ["+bound+"–"+bound+"]", st.Median, st.Min, st.Max)
+}
+
+// byLimit splits runs (in the order they ran) into the runs of each limit.
+func byLimit(runs []*agentRun) [][]*agentRun {
+	var out [][]*agentRun
+	for _, r := range runs {
+		if n := len(out); n > 0 && out[n-1][0].limit == r.limit {
+			out[n-1] = append(out[n-1], r)
+		} else {
+			out = append(out, []*agentRun{r})
+		}
+	}
+	return out
 }
 
 func (r *agentRun) sampleAt(at time.Duration) sample {

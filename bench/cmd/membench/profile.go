@@ -43,7 +43,7 @@ func profileAgent(ctx context.Context, tmp, broker, topic string, limit shipper.
 		return nil, err
 	}
 	defer os.RemoveAll(dir)
-	_, _, cfg, err := writeConfig(dir, broker, topic, limit)
+	_, _, cfg, err := writeConfig(dir, broker, topic, limit, 0)
 	if err != nil {
 		return nil, err
 	}

@@ -205,7 +205,7 @@ func dur(d time.Duration) string {
 
 // writeRestarts is the text report's section on the restart trials.
 func writeRestarts(w io.Writer, runs []*agentRun) {
-	fmt.Fprintln(w, "## restart to the first delivered bulk, over the backlog each run built")
+	fmt.Fprintln(w, "## restart to the first delivered bulk, over the backlog the first run of each limit built")
 	fmt.Fprintln(w, "## (same data dir and configuration, Elasticsearch now a fake bulk endpoint (bench/internal/bulksink) that answers")
 	fmt.Fprintln(w, "## at once, Kafka still reachable so the agent also resumes consuming; the first trial follows the run's graceful")
 	fmt.Fprintln(w, "## stop (SIGTERM), each later one the kill -9 that ended the trial before, once the sink had answered its first")
