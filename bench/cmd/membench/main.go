@@ -66,6 +66,7 @@ import (
 	"github.com/shipper-agent/shipper/bench/internal/agentlog"
 	"github.com/shipper-agent/shipper/bench/internal/figures"
 	"github.com/shipper-agent/shipper/bench/internal/machine"
+	"github.com/shipper-agent/shipper/bench/internal/quick"
 	"github.com/shipper-agent/shipper/test/e2e/loggen"
 	"github.com/shipper-agent/shipper/test/e2e/stacktest"
 )
@@ -129,18 +130,14 @@ func run(ctx context.Context, args []string) error {
 	fs.BoolVar(&o.profile, "profile", true, "after the binary runs, run each limit again inside this process for a heap profile at the heap's peak")
 	fs.IntVar(&o.runs, "runs", 3, "agent runs per limit, one after the other, each with a fresh data dir and consumer group; the report gives the median, min and max over them")
 	fs.IntVar(&o.trials, "trials", 3, "restarts over the backlog of each limit's first run, timed to the first bulk request")
-	fs.BoolVar(&o.quick, "quick", os.Getenv("BENCH_QUICK") == "1", "smoke run: "+quickNote+" (flags given explicitly win)")
+	quick.Flag(fs, &o.quick, "smoke run: "+quickNote+", for the flags not given")
 	timeout := fs.Duration("timeout", 30*time.Minute, "give up after this long")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if o.quick {
-		set := map[string]bool{}
-		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-		for name, v := range quickFlags {
-			if !set[name] {
-				_ = fs.Set(name, v)
-			}
+		if err := quick.Apply(fs, quickFlags); err != nil {
+			return err
 		}
 	}
 	if o.runs < 1 {
@@ -810,7 +807,7 @@ func (r *agentRun) writeSamples(path string) error {
 
 func report(w io.Writer, info machine.Info, o options, topic string, prod produced, runs []*agentRun, profiles []*heapProfile, took time.Duration) {
 	fmt.Fprintln(w, "# membench: agent memory while a backlog builds up (Kafka real, Elasticsearch unreachable)")
-	fmt.Fprintf(w, "# command: %s\n", machine.Command("membench"))
+	fmt.Fprintf(w, "# command: %s\n", quick.Command("membench", o.quick))
 	info.Write(w)
 	fmt.Fprintf(w, "# kafka: topic %s, %d partitions, %d loggen records, %.0f MB of key + value, produced in %s (%.0f MB/s);\n",
 		topic, o.partitions, prod.records, float64(prod.bytes)/1e6, prod.took.Round(time.Second), float64(prod.bytes)/1e6/prod.took.Seconds())
