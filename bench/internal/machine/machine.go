@@ -82,8 +82,9 @@ func commit() string {
 	}
 	c := strings.TrimSpace(string(out))
 	// Name the changed files, so a reader can tell a benchmark's own
-	// Makefile edit from changes to the code it measured.
-	st, err := exec.Command("git", "status", "--porcelain", "--untracked-files=no").Output()
+	// Makefile edit from changes to the code it measured. Results files
+	// are left out: make bench writes them while it runs.
+	st, err := exec.Command("git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)bench/results").Output()
 	if err != nil || len(st) == 0 {
 		return c
 	}
