@@ -61,7 +61,7 @@ clean:
 	rm -rf $(BIN) .cache
 
 .PHONY: bench bench-smoke
-bench: ## every benchmark, about 25 min, into bench/results/<date>/ with charts; the summary in docs/benchmarks.md
+bench: ## every benchmark, about 20 min, into bench/results/<date>/ with charts; the summary in docs/benchmarks.md
 	GO=$(GO) bench/run
 
 bench-smoke: ## BENCH_QUICK=1 bench/run: every benchmark with tiny sizes, into a temporary directory (make test runs it)
