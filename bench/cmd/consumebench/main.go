@@ -48,7 +48,6 @@ import (
 	"github.com/shipper-agent/shipper/bench/internal/machine"
 	"github.com/shipper-agent/shipper/bench/internal/plainconsumer"
 	"github.com/shipper-agent/shipper/inputs/kafka"
-	"github.com/shipper-agent/shipper/test/e2e/loggen"
 	"github.com/shipper-agent/shipper/test/e2e/stacktest"
 )
 
@@ -133,15 +132,7 @@ func run(ctx context.Context, args []string) error {
 	}
 	topic := fmt.Sprintf("consumebench-%d", time.Now().UnixNano())
 	if !o.keepTopic {
-		defer func() {
-			dctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-			defer cancel()
-			if err := loggen.DeleteTopic(dctx, stack.KafkaBrokers, topic); err != nil {
-				fmt.Fprintf(os.Stderr, "consumebench: delete topic %s: %v (delete it by hand)\n", topic, err)
-			} else {
-				progress("deleted topic %s", topic)
-			}
-		}()
+		defer logtopic.Delete(stack.KafkaBrokers, topic, progress)
 	}
 	prod, err := produce(ctx, stack.KafkaBrokers, topic, o)
 	if err != nil {

@@ -64,7 +64,9 @@ import (
 	"github.com/shipper-agent/shipper"
 	"github.com/shipper-agent/shipper/agent"
 	"github.com/shipper-agent/shipper/bench/internal/agentlog"
+	"github.com/shipper-agent/shipper/bench/internal/agentrun"
 	"github.com/shipper-agent/shipper/bench/internal/figures"
+	"github.com/shipper-agent/shipper/bench/internal/logtopic"
 	"github.com/shipper-agent/shipper/bench/internal/machine"
 	"github.com/shipper-agent/shipper/bench/internal/quick"
 	"github.com/shipper-agent/shipper/test/e2e/loggen"
@@ -172,13 +174,8 @@ func run(ctx context.Context, args []string) error {
 	}
 
 	if o.agentBin == "" {
-		o.agentBin = filepath.Join(tmp, "shipper")
-		progress("building the agent: go build -trimpath -o %s ./cmd/shipper", o.agentBin)
-		cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", o.agentBin, "./cmd/shipper")
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-		if err := cmd.Run(); err != nil {
-			return fmt.Errorf("build agent: %w", err)
+		if o.agentBin, err = agentrun.Build(ctx, tmp, progress); err != nil {
+			return err
 		}
 	}
 
@@ -190,15 +187,7 @@ func run(ctx context.Context, args []string) error {
 	topic := fmt.Sprintf("membench-%d", time.Now().UnixNano())
 	prod, err := produceBacklog(ctx, stack.KafkaBrokers, topic, o, progress)
 	if !o.keepTopic {
-		defer func() {
-			dctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-			defer cancel()
-			if err := loggen.DeleteTopic(dctx, stack.KafkaBrokers, topic); err != nil {
-				fmt.Fprintf(os.Stderr, "membench: delete topic %s: %v (delete it by hand)\n", topic, err)
-			} else {
-				progress("deleted topic %s", topic)
-			}
-		}()
+		defer logtopic.Delete(stack.KafkaBrokers, topic, progress)
 	}
 	if err != nil {
 		return err

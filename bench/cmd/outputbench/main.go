@@ -75,7 +75,6 @@ import (
 	"github.com/shipper-agent/shipper/bench/internal/logtopic"
 	"github.com/shipper-agent/shipper/bench/internal/machine"
 	"github.com/shipper-agent/shipper/bench/internal/quick"
-	"github.com/shipper-agent/shipper/test/e2e/loggen"
 	"github.com/shipper-agent/shipper/test/e2e/stacktest"
 )
 
@@ -248,13 +247,8 @@ func run(ctx context.Context, args []string) error {
 	b := &bench{o: o, self: self, tmp: tmp, start: start}
 
 	if o.agentBin == "" {
-		o.agentBin = filepath.Join(tmp, "shipper")
-		b.progress("building the agent: go build -trimpath -o %s ./cmd/shipper", o.agentBin)
-		cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", o.agentBin, "./cmd/shipper")
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-		if err := cmd.Run(); err != nil {
-			return fmt.Errorf("build agent: %w", err)
+		if o.agentBin, err = agentrun.Build(ctx, tmp, b.progress); err != nil {
+			return err
 		}
 		b.o.agentBin = o.agentBin
 	}
@@ -273,15 +267,7 @@ func run(ctx context.Context, args []string) error {
 
 	b.topic = fmt.Sprintf("outputbench-%d", time.Now().UnixNano())
 	if !o.keepTopic {
-		defer func() {
-			dctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-			defer cancel()
-			if err := loggen.DeleteTopic(dctx, stack.KafkaBrokers, b.topic); err != nil {
-				fmt.Fprintf(os.Stderr, "outputbench: delete topic %s: %v (delete it by hand)\n", b.topic, err)
-			} else {
-				b.progress("deleted topic %s", b.topic)
-			}
-		}()
+		defer logtopic.Delete(stack.KafkaBrokers, b.topic, b.progress)
 	}
 	b.filled, err = logtopic.Fill(ctx, stack.KafkaBrokers, b.topic, logtopic.Spec{Records: o.records, ValueBytes: o.valueBytes,
 		Partitions: o.partitions, Producers: o.producers, Varied: o.values == "varied"})

@@ -63,7 +63,6 @@ import (
 	"github.com/shipper-agent/shipper/bench/internal/machine"
 	"github.com/shipper-agent/shipper/bench/internal/plainconsumer"
 	"github.com/shipper-agent/shipper/bench/internal/quick"
-	"github.com/shipper-agent/shipper/test/e2e/loggen"
 	"github.com/shipper-agent/shipper/test/e2e/stacktest"
 )
 
@@ -173,14 +172,9 @@ func run(ctx context.Context, args []string) error {
 	if slices.Contains(names, "shipper") {
 		p := &peer{name: "shipper", version: shortCommit(info.Commit), bin: o.agentBin}
 		if p.bin == "" {
-			p.bin = filepath.Join(tmp, "shipper")
-			b.progress("building the agent: go build -trimpath -o %s ./cmd/shipper", p.bin)
 			t0 := time.Now()
-			cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", p.bin, "./cmd/shipper")
-			cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-			cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-			if err := cmd.Run(); err != nil {
-				return fmt.Errorf("build agent: %w", err)
+			if p.bin, err = agentrun.Build(ctx, tmp, b.progress); err != nil {
+				return err
 			}
 			p.build = buildInfo{ThisRun: time.Since(t0), Built: true}
 		}
@@ -210,15 +204,7 @@ func run(ctx context.Context, args []string) error {
 
 	b.topic = fmt.Sprintf("peerbench-%d", time.Now().UnixNano())
 	if !o.keepTopic {
-		defer func() {
-			dctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-			defer cancel()
-			if err := loggen.DeleteTopic(dctx, stack.KafkaBrokers, b.topic); err != nil {
-				fmt.Fprintf(os.Stderr, "peerbench: delete topic %s: %v (delete it by hand)\n", b.topic, err)
-			} else {
-				b.progress("deleted topic %s", b.topic)
-			}
-		}()
+		defer logtopic.Delete(stack.KafkaBrokers, b.topic, b.progress)
 	}
 	b.filled, err = logtopic.Fill(ctx, stack.KafkaBrokers, b.topic, logtopic.Spec{Records: o.records, ValueBytes: o.valueBytes,
 		Partitions: o.partitions, Producers: o.producers, Varied: true})

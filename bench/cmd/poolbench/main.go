@@ -47,14 +47,13 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"os/signal"
-	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/shipper-agent/shipper/bench/internal/agentrun"
 	"github.com/shipper-agent/shipper/bench/internal/machine"
 	"github.com/shipper-agent/shipper/bench/internal/quick"
 	"github.com/shipper-agent/shipper/test/e2e/stacktest"
@@ -196,13 +195,8 @@ func run(ctx context.Context, args []string) error {
 	if needAgent {
 		e.bin = o.agentBin
 		if e.bin == "" {
-			e.bin = filepath.Join(tmp, "shipper")
-			progress("building the agent: go build -trimpath -o %s ./cmd/shipper", e.bin)
-			cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", e.bin, "./cmd/shipper")
-			cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-			cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-			if err := cmd.Run(); err != nil {
-				return fmt.Errorf("build agent: %w", err)
+			if e.bin, err = agentrun.Build(ctx, tmp, progress); err != nil {
+				return err
 			}
 		}
 	}

@@ -4,12 +4,14 @@
 package agentrun
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -193,4 +195,19 @@ func Tail(path string, n int) string {
 	}
 	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
 	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
+
+// Build compiles the agent of this checkout, static and -trimpath, into
+// dir/shipper and returns that path; the go command's output goes to
+// stderr, and logf says what runs. Run it from the repository's root.
+func Build(ctx context.Context, dir string, logf func(format string, args ...any)) (string, error) {
+	bin := filepath.Join(dir, "shipper")
+	logf("building the agent: go build -trimpath -o %s ./cmd/shipper", bin)
+	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", bin, "./cmd/shipper")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("build agent: %w", err)
+	}
+	return bin, nil
 }

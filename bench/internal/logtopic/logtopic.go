@@ -166,3 +166,16 @@ func Fill(ctx context.Context, brokers, topic string, s Spec) (Filled, error) {
 	f.Took = time.Since(start)
 	return f, first
 }
+
+// Delete removes a benchmark's topic when the program ends (a deferred
+// call), within a minute of its own, the program's context being done by
+// then; logf says whether it went, and asks for removal by hand if not.
+func Delete(brokers, topic string, logf func(format string, args ...any)) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := loggen.DeleteTopic(ctx, brokers, topic); err != nil {
+		logf("delete topic %s: %v (delete it by hand)", topic, err)
+		return
+	}
+	logf("deleted topic %s", topic)
+}
