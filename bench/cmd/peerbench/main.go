@@ -42,6 +42,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -592,7 +593,13 @@ func (b *bench) buildPeer(ctx context.Context, name string) *peer {
 	p.build.ThisRun = time.Since(t0)
 	p.build.Output = stderr.String()
 	p.build.Built = strings.Contains(p.build.Output, "peers: built ")
-	if err != nil {
+	var exit *exec.ExitError
+	switch {
+	case b.o.quick && errors.As(err, &exit) && exit.ExitCode() == 3:
+		// The build script's answer to SHIPPER_PEERS_CACHED_ONLY=1.
+		p.err = "not built: " + lastLines(p.build.Output, 1)
+		return p
+	case err != nil:
 		p.err = fmt.Sprintf("build failed (%v): %s", err, lastLines(p.build.Output, 8))
 		return p
 	}
