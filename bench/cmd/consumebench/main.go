@@ -370,21 +370,7 @@ func spread(rs []runResult, format string, f func(runResult) float64) string {
 
 // spreadOf formats the median [min–max] of values; the median of an even
 // count is the mean of the middle two.
-func spreadOf(vs []float64, format string) string {
-	if len(vs) == 0 {
-		return "–"
-	}
-	s := slices.Clone(vs)
-	slices.Sort(s)
-	med := s[len(s)/2]
-	if len(s)%2 == 0 {
-		med = (s[len(s)/2-1] + s[len(s)/2]) / 2
-	}
-	if len(s) == 1 {
-		return fmt.Sprintf(format, med)
-	}
-	return fmt.Sprintf(format+" ["+format+"–"+format+"]", med, s[0], s[len(s)-1])
-}
+func spreadOf(vs []float64, format string) string { return figures.Of(vs).Format(format) }
 
 func verdict(ratios []float64) string {
 	if len(ratios) == 0 {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/shipper-agent/shipper/agent"
 	"github.com/shipper-agent/shipper/bench/internal/esadmin"
+	"github.com/shipper-agent/shipper/bench/internal/figures"
 	"github.com/shipper-agent/shipper/bench/internal/machine"
 	"github.com/shipper-agent/shipper/bench/internal/plainconsumer"
 	"github.com/shipper-agent/shipper/bench/internal/quick"
@@ -285,26 +286,11 @@ func spread(rs []runResult, format string, f func(runResult) float64) string {
 	return spreadOf(vs, format)
 }
 
-func median(vs []float64) float64 {
-	s := slices.Clone(vs)
-	slices.Sort(s)
-	if len(s)%2 == 0 {
-		return (s[len(s)/2-1] + s[len(s)/2]) / 2
-	}
-	return s[len(s)/2]
-}
+func median(vs []float64) float64 { return figures.Of(vs).Median }
 
 // spreadOf formats the median [min–max] of values; the median of an even
 // count is the mean of the middle two.
-func spreadOf(vs []float64, format string) string {
-	if len(vs) == 0 {
-		return "–"
-	}
-	if len(vs) == 1 {
-		return fmt.Sprintf(format, vs[0])
-	}
-	return fmt.Sprintf(format+" ["+format+"–"+format+"]", median(vs), slices.Min(vs), slices.Max(vs))
-}
+func spreadOf(vs []float64, format string) string { return figures.Of(vs).Format(format) }
 
 func verdict(ratios []float64, goal float64) string {
 	switch {

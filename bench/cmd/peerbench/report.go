@@ -3,12 +3,12 @@ package main
 import (
 	"fmt"
 	"io"
-	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/shipper-agent/shipper/bench/internal/esadmin"
+	"github.com/shipper-agent/shipper/bench/internal/figures"
 	"github.com/shipper-agent/shipper/bench/internal/machine"
 	"github.com/shipper-agent/shipper/bench/internal/quick"
 	"github.com/shipper-agent/shipper/test/e2e/stacktest"
@@ -178,21 +178,7 @@ func stat(rs []runResult, format string, f func(runResult) float64) string {
 }
 
 // medianRange formats "median [min–max]" (just the value for one).
-func medianRange(v []float64, format string) string {
-	if len(v) == 0 {
-		return "–"
-	}
-	s := slices.Clone(v)
-	slices.Sort(s)
-	med := s[len(s)/2]
-	if len(s)%2 == 0 {
-		med = (s[len(s)/2-1] + s[len(s)/2]) / 2
-	}
-	if len(s) == 1 {
-		return fmt.Sprintf(format, med)
-	}
-	return fmt.Sprintf(format+" ["+format+"–"+format+"]", med, s[0], s[len(s)-1])
-}
+func medianRange(v []float64, format string) string { return figures.Of(v).Format(format) }
 
 func oneLine(s string, n int) string {
 	s = strings.Join(strings.Fields(s), " ")

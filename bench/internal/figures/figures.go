@@ -44,6 +44,18 @@ func Of(xs []float64) Stat {
 	return Stat{Median: m, Min: s[0], Max: s[len(s)-1], N: len(s)}
 }
 
+// Format writes the stat as "median [min–max]" with format for each
+// number: just the value for one run, "–" for none.
+func (s Stat) Format(format string) string {
+	switch s.N {
+	case 0:
+		return "–"
+	case 1:
+		return fmt.Sprintf(format, s.Median)
+	}
+	return fmt.Sprintf(format+" ["+format+"–"+format+"]", s.Median, s.Min, s.Max)
+}
+
 // Better says which way a figure improves, for the report's wording.
 type Better string
 

@@ -26,6 +26,21 @@ func TestOf(t *testing.T) {
 	}
 }
 
+func TestFormat(t *testing.T) {
+	for _, c := range []struct {
+		xs   []float64
+		want string
+	}{
+		{nil, "–"},
+		{[]float64{2.5}, "2.50"},
+		{[]float64{3, 1, 2, 10}, "2.50 [1.00–10.00]"},
+	} {
+		if got := Of(c.xs).Format("%.2f"); got != c.want {
+			t.Errorf("Of(%v).Format = %q, want %q", c.xs, got, c.want)
+		}
+	}
+}
+
 func TestJSONPath(t *testing.T) {
 	for in, want := range map[string]string{
 		"":                        "",
