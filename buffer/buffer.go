@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"slices"
 	"sync"
 	"time"
@@ -183,6 +185,9 @@ func Open(cfg Config, log *slog.Logger) (*Buffer, error) {
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
+	}
+	if err := removeEmptyValueLogs(cfg.Dir, log); err != nil {
+		return nil, fmt.Errorf("open buffer %s: %w", cfg.Dir, err)
 	}
 	db, err := badger.Open(badgerOptions(cfg, log))
 	if err != nil {
@@ -1047,4 +1052,27 @@ func (l badgerLogger) Infof(f string, a ...any) {
 }
 func (l badgerLogger) Debugf(f string, a ...any) {
 	l.l.Debug(fmt.Sprintf(f, a...), "library", "badger")
+}
+
+// removeEmptyValueLogs deletes value-log files of zero bytes in dir. A kill
+// -9 between badger creating such a file and writing its header leaves it
+// empty, and badger then refuses to open the directory ("Open existing
+// file ... Create a new file"): the agent could never start again. An empty
+// file holds no value, so nothing is lost; badger creates the next one.
+func removeEmptyValueLogs(dir string, log *slog.Logger) error {
+	paths, err := filepath.Glob(filepath.Join(dir, "*.vlog"))
+	if err != nil {
+		return err
+	}
+	for _, p := range paths {
+		fi, err := os.Stat(p)
+		if err != nil || fi.Size() != 0 {
+			continue
+		}
+		if err := os.Remove(p); err != nil {
+			return fmt.Errorf("remove empty value log: %w", err)
+		}
+		log.Warn("removed an empty value-log file left by a crash", "component", "buffer", "file", p)
+	}
+	return nil
 }

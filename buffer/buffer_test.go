@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -906,5 +908,29 @@ func TestResumeOffsets(t *testing.T) {
 	b3 := open(t, c)
 	if r := b3.ResumeOffsets(); r[tp0] != 10 {
 		t.Fatalf("after a quarantine: resume = %v, want t/0 at 10 (the quarantined chunk's first offset)", r)
+	}
+}
+
+// A kill -9 between badger creating a value-log file and writing its header
+// leaves the file empty; badger then refuses to open the directory ("Open
+// existing file ... Create a new file"), and the agent could not start again
+// (seen in CI's TestKillMidStream). Open must get past it.
+func TestOpenAfterKillLeftEmptyValueLog(t *testing.T) {
+	c := testConfig(t)
+	b := open(t, c)
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	empty := filepath.Join(c.Dir, "000099.vlog")
+	if err := os.WriteFile(empty, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	b, err := Open(c, nil)
+	if err != nil {
+		t.Fatalf("reopen with an empty value-log file: %v", err)
+	}
+	defer b.Close()
+	if _, err := os.Stat(empty); !os.IsNotExist(err) {
+		t.Errorf("the empty value-log file is still there: %v", err)
 	}
 }
