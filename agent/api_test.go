@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/shipper-agent/shipper"
+	"github.com/shipper-agent/shipper/buffer"
 	"github.com/shipper-agent/shipper/outputs/elasticsearch/estest"
 )
 
@@ -135,6 +136,33 @@ func TestAPIFlush(t *testing.T) {
 	}
 	if code, _ := call(t, h, "GET", "/api/flush/"+first); code != http.StatusNotFound {
 		t.Fatalf("flush %s still remembered after %d more: %d", first, maxFlushes, code)
+	}
+}
+
+// lingerAfterAck returns from Ack only a while after the buffer recorded
+// the chunk acknowledged, widening the window in which a flush sees its
+// chunks delivered before the deliverer counted them.
+type lingerAfterAck struct{ chunkSource }
+
+func (s lingerAfterAck) Ack(ctx context.Context, c *buffer.Chunk, dead []buffer.DeadLetter) error {
+	err := s.chunkSource.Ack(ctx, c, dead)
+	time.Sleep(50 * time.Millisecond)
+	return err
+}
+
+// A flush that answers done counts the documents it delivered. CI saw
+// "done" with indexed 50 of 57: the answer was read between the chunk's
+// acknowledgement and the counting of its documents.
+func TestFlushDoneIncludesItsCounts(t *testing.T) {
+	a, _ := newTestAgent(t)
+	a.deliver.src = lingerAfterAck{a.deliver.src}
+	for i := range 20 {
+		a.buf.Append(context.Background(), &shipper.Record{Topic: "t", Offset: int64(i), Value: []byte(`{}`)})
+	}
+	runDeliveries(t, a)
+	res := a.Flush(context.Background(), 10*time.Second)
+	if !res.Done || res.Output.Indexed != 20 {
+		t.Fatalf("flush done %v with %d indexed, want done with 20", res.Done, res.Output.Indexed)
 	}
 }
 

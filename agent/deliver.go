@@ -63,6 +63,13 @@ type deliverer struct {
 	// progress is when a bulk request last returned (unix nanoseconds),
 	// whatever its answer: the pipeline watchdog's clock.
 	progress atomic.Int64
+
+	// acking holds the chunks from the call to Ack until their documents
+	// are counted, so a reader that saw a chunk acknowledged can wait for
+	// its counts (settled) instead of reporting them short.
+	ackMu   sync.Mutex
+	ackDone *sync.Cond
+	acking  map[uint64]struct{}
 }
 
 // holdState is one delivery held by a hold outcome.
@@ -72,10 +79,46 @@ type holdState struct {
 	documents int
 }
 
+func (d *deliverer) ackStart(seq uint64) {
+	d.ackMu.Lock()
+	d.acking[seq] = struct{}{}
+	d.ackMu.Unlock()
+}
+
+func (d *deliverer) ackEnd(seq uint64) {
+	d.ackMu.Lock()
+	delete(d.acking, seq)
+	d.ackMu.Unlock()
+	d.ackDone.Broadcast()
+}
+
+// settled returns once no chunk up to seq is between its acknowledgement
+// and the counting of its documents. Call it only once the buffer reports
+// every chunk up to seq acknowledged: their Ack calls have then done their
+// waiting, so this wait is short. (Acks of later chunks, which may wait for
+// disk space, are not waited for.)
+func (d *deliverer) settled(seq uint64) {
+	d.ackMu.Lock()
+	defer d.ackMu.Unlock()
+	for d.ackingUpTo(seq) {
+		d.ackDone.Wait()
+	}
+}
+
+func (d *deliverer) ackingUpTo(seq uint64) bool {
+	for s := range d.acking {
+		if s <= seq {
+			return true
+		}
+	}
+	return false
+}
+
 func newDeliverer(src chunkSource, out sender, cfg es.Config, log *slog.Logger, m *metrics) *deliverer {
 	d := &deliverer{src: src, out: out, log: log, m: m,
 		initial: cfg.RetryInitialBackoff, maxWait: cfg.RetryMaxBackoff, maxAttempts: cfg.MaxItemAttempts,
-		kick: make(chan struct{}), holds: map[*holdState]struct{}{}}
+		kick: make(chan struct{}), holds: map[*holdState]struct{}{}, acking: map[uint64]struct{}{}}
+	d.ackDone = sync.NewCond(&d.ackMu)
 	d.progress.Store(time.Now().UnixNano())
 	return d
 }
@@ -196,7 +239,9 @@ func (d *deliverer) deliver(ctx context.Context, c *buffer.Chunk) {
 			dead = append(dead, buffer.DeadLetter{Record: *it.rec, Type: it.typ, Reasons: it.reasons, Attempts: it.attempts})
 		}
 	}
+	d.ackStart(c.Seq)
 	if err := d.src.Ack(ctx, c, dead); err != nil {
+		d.ackEnd(c.Seq)
 		// Nothing is lost: the chunk is sent again later and its
 		// documents are found already indexed.
 		if ctx.Err() == nil {
@@ -207,6 +252,7 @@ func (d *deliverer) deliver(ctx context.Context, c *buffer.Chunk) {
 		return
 	}
 	d.m.final(items)
+	d.ackEnd(c.Seq)
 	d.log.Debug("chunk delivered", "seq", c.Seq, "documents", len(items), "dead_lettered", len(dead))
 	if len(dead) > 0 {
 		// One line per chunk, not per document: a mapping error can

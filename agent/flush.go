@@ -153,6 +153,8 @@ func (a *Agent) flushStatus(f *flushRecord) FlushResult {
 		res.Done = res.WaitingChunks == 0
 	}
 	if res.Done {
+		// The counters below then include the flush's chunks.
+		a.deliver.settled(f.seq)
 		a.flushes.mu.Lock()
 		if f.res.DoneAt == nil {
 			now := time.Now()
