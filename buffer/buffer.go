@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/options"
+	"golang.org/x/sys/unix"
 
 	"github.com/shipper-agent/shipper"
 )
@@ -1059,7 +1061,24 @@ func (l badgerLogger) Debugf(f string, a ...any) {
 // empty, and badger then refuses to open the directory ("Open existing
 // file ... Create a new file"): the agent could never start again. An empty
 // file holds no value, so nothing is lost; badger creates the next one.
+//
+// It does so only while holding the lock badger itself takes (flock on the
+// directory): a file in a directory another process has open may be that
+// process's, created an instant ago, and removing it would lose what it
+// writes next. A directory in use is left as it is; badger's own lock then
+// refuses the open with its error.
 func removeEmptyValueLogs(dir string, log *slog.Logger) error {
+	d, err := os.Open(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil // a new buffer
+	}
+	if err != nil {
+		return err
+	}
+	defer d.Close() // releases the lock
+	if err := unix.Flock(int(d.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		return nil
+	}
 	paths, err := filepath.Glob(filepath.Join(dir, "*.vlog"))
 	if err != nil {
 		return err

@@ -833,6 +833,51 @@ func TestAckWaitsOnNearlyFullFilesystem(t *testing.T) {
 	}
 }
 
+// An empty value-log file in a directory another process has open may be
+// that process's, between creating it and writing its header: removing it
+// would lose what it then writes. Only a directory nobody holds is repaired.
+func TestOpenLeavesEmptyValueLogOfARunningBuffer(t *testing.T) {
+	c := testConfig(t)
+	running := open(t, c)
+	defer running.Close()
+	empty := filepath.Join(c.Dir, "000099.vlog")
+	if err := os.WriteFile(empty, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := Open(c, nil); err == nil {
+		b.Close()
+		t.Fatal("a second Open of a directory in use succeeded")
+	}
+	if _, err := Inspect(c.Dir); err == nil {
+		t.Fatal("Inspect of a directory in use succeeded")
+	}
+	if _, err := os.Stat(empty); err != nil {
+		t.Fatalf("the running buffer's empty value-log file was removed: %v", err)
+	}
+}
+
+// shipper buffer inspect is what an operator runs after a crash: it reads a
+// directory a kill -9 left with an empty value-log file too.
+func TestInspectAfterKillLeftEmptyValueLog(t *testing.T) {
+	c := testConfig(t)
+	b := open(t, c)
+	appendN(t, b, "t", 0, 0, 10, 100)
+	b.Flush(context.Background())
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(c.Dir, "000099.vlog"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	inv, err := Inspect(c.Dir)
+	if err != nil {
+		t.Fatalf("inspect with an empty value-log file: %v", err)
+	}
+	if inv.Records != 10 {
+		t.Fatalf("inspect found %d records, want 10", inv.Records)
+	}
+}
+
 func TestInspect(t *testing.T) {
 	c := testConfig(t)
 	b, _ := Open(c, nil)

@@ -30,11 +30,18 @@ type Inventory struct {
 	DiskUsage   int64       `json:"disk_usage"`
 }
 
-// Inspect lists the chunks of a buffer directory without changing it. It
-// reads only metadata. It fails if an agent has the buffer open.
+// Inspect lists the chunks of a buffer directory without changing them. It
+// reads only metadata. It fails if an agent has the buffer open. Like Open,
+// it removes the empty value-log files a kill -9 can leave (they hold
+// nothing, and badger refuses a directory that has one).
 func Inspect(dir string) (*Inventory, error) {
 	if _, err := os.Stat(filepath.Join(dir, "MANIFEST")); err != nil {
 		return nil, fmt.Errorf("no buffer in %s: %w", dir, err)
+	}
+	// The one repair Open makes too, so that the directory a kill -9 left
+	// can be read; never in a directory an agent holds.
+	if err := removeEmptyValueLogs(dir, slog.New(slog.DiscardHandler)); err != nil {
+		return nil, fmt.Errorf("open buffer %s: %w", dir, err)
 	}
 	cfg := DefaultConfig()
 	cfg.Dir = dir
