@@ -90,7 +90,8 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 	a.outp.Store(out)
 	a.metrics = newMetrics(metricSources{consumed: func() float64 { return float64(in.Consumed()) }, buffer: buf.Stats, input: in.Stats,
 		held: func() *HoldStatus { return a.deliver.held() }, nodes: func() ([]elasticsearch.NodeStatus, elasticsearch.PoolStats) { return a.output().Nodes() },
-		window: func() elasticsearch.WindowStats { return a.output().Window() }})
+		window: func() elasticsearch.WindowStats { return a.output().Window() },
+		health: a.health, ready: a.readiness})
 	a.deliver = newDeliverer(buf, currentOutput{a}, cfg.Elasticsearch, log.With("component", "deliver"), a.metrics)
 	a.watchdog = &pipelineWatchdog{timeout: cfg.Elasticsearch.PipelineStallTimeout, lastProgress: a.deliver.lastProgress,
 		waiting: a.deliveryWaiting, log: log.With("component", "watchdog")}

@@ -110,24 +110,38 @@ type Health struct {
 	Reason string      `json:"reason,omitempty"`
 }
 
-func (a *Agent) handleHealth(w http.ResponseWriter, r *http.Request) {
+// healthStatuses are the values of Health.Status for /api/health, in the
+// order health checks them after "ok"; the metric shipper_health_status
+// has one series each.
+var healthStatuses = []string{"ok", "wedged", "held", "output_failing", "input_failing"}
+
+// health is what /api/health answers: the first problem found, or ok.
+func (a *Agent) health() Health {
 	if reason := a.watchdog.reason(); reason != "" {
-		writeJSON(w, http.StatusServiceUnavailable, Health{Status: "wedged", Reason: reason})
-		return
+		return Health{Status: "wedged", Reason: reason}
 	}
 	if h := a.deliver.held(); h != nil {
-		writeJSON(w, http.StatusServiceUnavailable, Health{Status: "held", Held: h})
-		return
+		return Health{Status: "held", Held: h}
 	}
 	if err := a.output().Problem(); err != nil {
-		writeJSON(w, http.StatusServiceUnavailable, Health{Status: "output_failing", Reason: err.Error()})
-		return
+		return Health{Status: "output_failing", Reason: err.Error()}
 	}
 	if err := a.in.Problem(); err != nil {
-		writeJSON(w, http.StatusServiceUnavailable, Health{Status: "input_failing", Reason: err.Error()})
-		return
+		return Health{Status: "input_failing", Reason: err.Error()}
 	}
-	writeJSON(w, http.StatusOK, Health{Status: "ok"})
+	return Health{Status: "ok"}
+}
+
+func (a *Agent) handleHealth(w http.ResponseWriter, r *http.Request) {
+	writeHealth(w, a.health())
+}
+
+func writeHealth(w http.ResponseWriter, h Health) {
+	code := http.StatusOK
+	if h.Status != "ok" {
+		code = http.StatusServiceUnavailable
+	}
+	writeJSON(w, code, h)
 }
 
 // handleLive answers GET /api/health/live: 503 only when the process is
@@ -136,11 +150,11 @@ func (a *Agent) handleHealth(w http.ResponseWriter, r *http.Request) {
 // a dead cluster are not: a restart would not fix them, and the agent
 // recovers by itself once they clear.
 func (a *Agent) handleLive(w http.ResponseWriter, r *http.Request) {
+	h := Health{Status: "ok"}
 	if reason := a.watchdog.reason(); reason != "" {
-		writeJSON(w, http.StatusServiceUnavailable, Health{Status: "wedged", Reason: reason})
-		return
+		h = Health{Status: "wedged", Reason: reason}
 	}
-	writeJSON(w, http.StatusOK, Health{Status: "ok"})
+	writeHealth(w, h)
 }
 
 // handleReady answers GET /api/health/ready: 200 once the agent does its
@@ -148,16 +162,19 @@ func (a *Agent) handleLive(w http.ResponseWriter, r *http.Request) {
 // group and the output has a live node. 503 "starting" until then, with
 // what is missing.
 func (a *Agent) handleReady(w http.ResponseWriter, r *http.Request) {
+	writeHealth(w, a.readiness())
+}
+
+// readiness is what /api/health/ready answers.
+func (a *Agent) readiness() Health {
 	if a.in.Stats().Generation == 0 {
-		writeJSON(w, http.StatusServiceUnavailable, Health{Status: "starting", Reason: "the Kafka input has not joined its consumer group yet"})
-		return
+		return Health{Status: "starting", Reason: "the Kafka input has not joined its consumer group yet"}
 	}
 	nodes, _ := a.output().Nodes()
 	if !slices.ContainsFunc(nodes, func(n elasticsearch.NodeStatus) bool { return n.State == "alive" }) {
-		writeJSON(w, http.StatusServiceUnavailable, Health{Status: "no_live_node", Reason: "no Elasticsearch node is alive; dead nodes are probed"})
-		return
+		return Health{Status: "no_live_node", Reason: "no Elasticsearch node is alive; dead nodes are probed"}
 	}
-	a.handleHealth(w, r)
+	return a.health()
 }
 
 // dlqQuery reads a dead-letter filter (and paging) from the query string.

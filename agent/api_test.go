@@ -69,7 +69,9 @@ func TestAPIHealthStatusMetrics(t *testing.T) {
 	code, body = call(t, h, "GET", "/api/metrics")
 	if code != 200 || !strings.Contains(body, "shipper_buffer_open_records 5") || !strings.Contains(body, "go_goroutines") ||
 		!strings.Contains(body, `shipper_output_node_up{node="`+a.cfg.Elasticsearch.URLs[0]+`"} 1`) ||
-		!strings.Contains(body, `shipper_output_stalls_total{layer="upload"} 0`) {
+		!strings.Contains(body, `shipper_output_stalls_total{layer="upload"} 0`) ||
+		!strings.Contains(body, `shipper_health_status{status="ok"} 1`) || !strings.Contains(body, `shipper_health_status{status="held"} 0`) ||
+		!strings.Contains(body, "shipper_ready 0") {
 		t.Fatalf("metrics: %d %.500s", code, body)
 	}
 	if len(st.Output.Nodes) != 1 || st.Output.Nodes[0].State != "alive" {
@@ -173,6 +175,20 @@ func runDeliveries(t *testing.T, a *Agent) {
 	wg.Add(1)
 	go func() { defer wg.Done(); a.deliver.run(ctx) }()
 	t.Cleanup(func() { cancel(); wg.Wait() })
+}
+
+// grepLines returns the lines of text that contain any of words.
+func grepLines(text string, words ...string) string {
+	var out []string
+	for _, l := range strings.Split(text, "\n") {
+		for _, w := range words {
+			if strings.Contains(l, w) {
+				out = append(out, l)
+				break
+			}
+		}
+	}
+	return strings.Join(out, "\n")
 }
 
 func decode[T any](t *testing.T, body string) T {
@@ -298,6 +314,10 @@ func TestAPIHealthWhileHeld(t *testing.T) {
 	if code != 503 || health.Status != "held" || !strings.Contains(health.Held.Reason, "401") {
 		t.Fatalf("health: %d %s", code, body)
 	}
+	if _, body := call(t, h, "GET", "/metrics"); !strings.Contains(body, `shipper_health_status{status="held"} 1`) ||
+		!strings.Contains(body, `shipper_health_status{status="ok"} 0`) {
+		t.Fatalf("metrics while held: %s", grepLines(body, "shipper_health_status"))
+	}
 	st := decode[Status](t, func() string { _, b := call(t, h, "GET", "/api/status"); return b }())
 	if st.Output.Held == nil || st.Output.DeadLettered != 0 || st.Buffer.DeadLetters != 0 || st.Buffer.DiskRecords != 1 {
 		t.Fatalf("status: %+v", st.Output)
@@ -365,6 +385,10 @@ func TestAPILiveAndReady(t *testing.T) {
 		if code, body := call(t, h, "GET", path); code != 503 || !strings.Contains(body, `"wedged"`) {
 			t.Fatalf("%s when wedged: %d %s", path, code, body)
 		}
+	}
+	if _, body := call(t, h, "GET", "/metrics"); !strings.Contains(body, `shipper_health_status{status="wedged"} 1`) ||
+		!strings.Contains(body, `shipper_health_status{status="ok"} 0`) || !strings.Contains(body, "shipper_ready 0") {
+		t.Fatalf("metrics when wedged: %s", grepLines(body, "shipper_health_status", "shipper_ready"))
 	}
 }
 

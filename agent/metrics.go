@@ -51,6 +51,9 @@ type metricSources struct {
 	// input is nil where there is no Kafka input (tests of the delivery
 	// loop).
 	input func() kafka.Stats
+	// health and ready are what /api/health and /api/health/ready answer;
+	// nil where there is no agent (tests of the delivery loop).
+	health, ready func() Health
 }
 
 func newMetrics(src metricSources) *metrics {
@@ -147,7 +150,44 @@ func newMetrics(src metricSources) *metrics {
 	if src.input != nil {
 		reg.MustRegister(inputCollector{src.input})
 	}
+	if src.health != nil {
+		reg.MustRegister(healthCollector{health: src.health, ready: src.ready})
+	}
 	return m
+}
+
+// healthCollector exports the health endpoints' answers, so that an alert
+// can say which state the agent is in without probing it.
+type healthCollector struct {
+	health, ready func() Health
+}
+
+var (
+	descHealth = prometheus.NewDesc("shipper_health_status",
+		"1 for the state /api/health reports (ok, wedged, held, output_failing, input_failing), 0 for the others.", []string{"status"}, nil)
+	descReady = prometheus.NewDesc("shipper_ready",
+		"1 while /api/health/ready answers 200: the input joined its group, a node is alive and the health is ok.", nil, nil)
+)
+
+func (c healthCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descHealth
+	ch <- descReady
+}
+
+func (c healthCollector) Collect(ch chan<- prometheus.Metric) {
+	now := c.health().Status
+	for _, s := range healthStatuses {
+		v := 0.0
+		if s == now {
+			v = 1
+		}
+		ch <- prometheus.MustNewConstMetric(descHealth, prometheus.GaugeValue, v, s)
+	}
+	ready := 0.0
+	if c.ready().Status == "ok" {
+		ready = 1
+	}
+	ch <- prometheus.MustNewConstMetric(descReady, prometheus.GaugeValue, ready)
 }
 
 // poolCollector exports the connection pool's state and counters.
