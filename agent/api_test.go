@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -445,5 +446,30 @@ func TestAPIHealthUntrustedCertificate(t *testing.T) {
 	health := decode[Health](t, body)
 	if code != 503 || health.Status != "output_failing" || !strings.Contains(health.Reason, "elasticsearch.tls.ca_file") {
 		t.Fatalf("health: %d %s", code, body)
+	}
+}
+
+// Every shipper_ metric the agent exports is documented in
+// docs/operations.md, so an operator never meets one the docs do not name.
+func TestEveryMetricDocumented(t *testing.T) {
+	a, _ := newTestAgent(t)
+	doc, err := os.ReadFile("../docs/operations.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, body := call(t, a.handler(), "GET", "/metrics")
+	names := map[string]bool{}
+	for _, l := range strings.Split(body, "\n") {
+		if name, ok := strings.CutPrefix(l, "# TYPE "); ok && strings.HasPrefix(name, "shipper_") {
+			names[strings.Fields(name)[0]] = true
+		}
+	}
+	if len(names) < 40 {
+		t.Fatalf("only %d shipper_ metrics exported: the scrape did not work as this test expects", len(names))
+	}
+	for name := range names {
+		if !strings.Contains(string(doc), "`"+name+"`") {
+			t.Errorf("metric %s is not documented in docs/operations.md", name)
+		}
 	}
 }
