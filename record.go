@@ -55,17 +55,20 @@ func (r *Record) TP() TopicPartition { return TopicPartition{r.Topic, r.Partitio
 // record at the same offset. Partition and offset come last, so the id
 // parses from the right even when the topic name contains dashes.
 func (r *Record) DocumentID() string {
-	b := make([]byte, 0, len(r.Topic)+len(r.TopicID)+25)
-	b = append(b, r.Topic...)
-	b = append(b, '-')
+	return string(r.AppendDocumentID(make([]byte, 0, len(r.Topic)+len(r.TopicID)+25)))
+}
+
+// AppendDocumentID appends the record's DocumentID to dst.
+func (r *Record) AppendDocumentID(dst []byte) []byte {
+	dst = append(dst, r.Topic...)
+	dst = append(dst, '-')
 	if r.TopicID != "" {
-		b = append(b, r.TopicID...)
-		b = append(b, '-')
+		dst = append(dst, r.TopicID...)
+		dst = append(dst, '-')
 	}
-	b = strconv.AppendInt(b, int64(r.Partition), 10)
-	b = append(b, '-')
-	b = strconv.AppendInt(b, r.Offset, 10)
-	return string(b)
+	dst = strconv.AppendInt(dst, int64(r.Partition), 10)
+	dst = append(dst, '-')
+	return strconv.AppendInt(dst, r.Offset, 10)
 }
 
 // OffsetGap is a range of a partition's offsets that will never be read:

@@ -300,13 +300,14 @@ func (o *Output) appendItem(dst []byte, index string, r *shipper.Record) []byte 
 	default:
 		dst = append(dst, `{"index":{"_index":`...)
 	}
-	dst = strconv.AppendQuote(dst, index)
+	dst = appendJSONString(dst, index)
 	dst = append(dst, `,"_id":`...)
 	if !keyed {
-		dst = strconv.AppendQuote(dst, r.DocumentID())
+		var id [96]byte // offset ids of topics up to 50 characters without allocating
+		dst = appendJSONString(dst, r.AppendDocumentID(id[:0]))
 		dst = append(dst, "}}\n"...)
 	} else {
-		dst = strconv.AppendQuote(dst, keyDocumentID(r))
+		dst = appendJSONString(dst, keyDocumentID(r))
 		dst = append(dst, `,"version":`...)
 		dst = strconv.AppendInt(dst, r.Offset, 10)
 		dst = append(dst, `,"version_type":"external_gte"}}`+"\n"...)
