@@ -187,8 +187,13 @@ func (o *Output) Send(ctx context.Context, recs []*shipper.Record) ([]ItemResult
 	for i, r := range recs {
 		results[i] = o.precheck(r)
 	}
-	b := newBatch(o.BulkLimit())
+	var remaining int64 // what the records not appended yet will add to bodies, about
+	for _, r := range recs {
+		remaining += itemSize(r)
+	}
+	b := newBatch(o.BulkLimit(), remaining)
 	for i, r := range recs {
+		remaining -= itemSize(r)
 		if results[i].Outcome != Pending {
 			continue
 		}
@@ -201,7 +206,7 @@ func (o *Output) Send(ctx context.Context, recs []*shipper.Record) ([]ItemResult
 		b.body = o.appendItem(b.body, index, r)
 		if len(b.idx) > 0 && int64(len(b.body)) > o.BulkLimit() {
 			// r does not fit: send the others, start the next request with r.
-			next := newBatch(o.BulkLimit())
+			next := newBatch(o.BulkLimit(), remaining+int64(len(b.body)-start))
 			next.body = append(next.body, b.body[start:]...)
 			b.body = b.body[:start]
 			if err := o.sendBatch(ctx, b, results); err != nil {
@@ -231,8 +236,23 @@ type batch struct {
 	end  []int // end[k] is the offset in body just past document k
 }
 
-func newBatch(limit int64) *batch {
-	return &batch{body: make([]byte, 0, min(limit, 1<<20))}
+// newBatch makes a batch whose body holds want bytes without growing, and
+// at most what a body of limit bytes can reach: the item that overflows it
+// is appended before the check, so a body may pass limit by one item, and
+// a sixteenth of room takes all but very large documents. Growing by
+// append instead copied a 4 MiB chunk's body three times into ever larger
+// buffers and left it in one of 8 MiB.
+func newBatch(limit, want int64) *batch {
+	return &batch{body: make([]byte, 0, max(0, min(want, limit+limit/16)))}
+}
+
+// itemSize estimates, from above, what a record adds to a bulk body: its
+// value, an action line with the index and the id (the topic's name, twice
+// with the default index pattern), an @timestamp and newlines, 100 to 150
+// bytes besides the names. Too much costs address space the body never
+// touches; too little, a copy of the whole body at its last item.
+func itemSize(r *shipper.Record) int64 {
+	return int64(len(r.Value) + 2*len(r.Topic) + 256)
 }
 
 func (b *batch) span(lo, hi int) []byte {
