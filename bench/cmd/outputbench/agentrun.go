@@ -66,7 +66,11 @@ func (b *bench) runAgent(ctx context.Context, c contender, round int) (runResult
 		return r, err
 	}
 	defer logFile.Close()
-	cmd := command(context.Background(), c.pinned, b.o.agentBin, "run", "-config", confPath)
+	bin := b.o.agentBin
+	if c.baseline {
+		bin = b.o.baselineBin
+	}
+	cmd := command(context.Background(), c.pinned, bin, "run", "-config", confPath)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.Env = agentrun.Env()
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // dies with outputbench

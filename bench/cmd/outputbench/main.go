@@ -104,6 +104,10 @@ type contender struct {
 	set    agentrun.Settings // agent contenders: settings changed from the defaults
 	side   bool              // runs only in the first -side-rounds rounds
 	pinned bool              // Elasticsearch on one core, the client on the other (pin.go)
+	// baseline runs the -baseline binary instead of the agent under test,
+	// only when one is given: a change measured side by side with what it
+	// changed.
+	baseline bool
 }
 
 // contenders in the order of odd rounds; even rounds reverse it. loader and
@@ -111,9 +115,11 @@ type contender struct {
 // ones, so that their ratios compare runs next to each other in time.
 var contenders = []contender{
 	{name: "agent→sink", kind: agentToSink},
+	{name: "agent→sink baseline", kind: agentToSink, baseline: true},
 	{name: "plain", kind: plainKafka},
 	{name: "loader", kind: loaderToES},
 	{name: "agent→es", kind: agentToES},
+	{name: "agent→es baseline", kind: agentToES, baseline: true},
 	{name: "agent→es gzip", kind: agentToES, set: agentrun.Settings{Compression: "gzip"}},
 	{name: "agent→es pinned", kind: agentToES, pinned: true},
 	{name: "loader pinned", kind: loaderToES, pinned: true},
@@ -150,6 +156,7 @@ type options struct {
 	poll          time.Duration
 	runTimeout    time.Duration
 	agentBin      string
+	baselineBin   string
 	keepTopic     bool
 	profile       bool
 	only          string
@@ -177,6 +184,7 @@ func run(ctx context.Context, args []string) error {
 	fs.DurationVar(&o.poll, "poll", 50*time.Millisecond, "how often agent→es runs read the agent's /api/status")
 	fs.DurationVar(&o.runTimeout, "run-timeout", 3*time.Minute, "give up on one run after this long")
 	fs.StringVar(&o.agentBin, "agent", "", "agent binary (default: go build ./cmd/shipper into the temporary directory)")
+	fs.StringVar(&o.baselineBin, "baseline", "", "another agent binary (say, an earlier commit's) run beside agent→sink and agent→es in every round, as \"… baseline\"")
 	fs.BoolVar(&o.keepTopic, "keep-topic", false, "do not delete the topic at the end")
 	fs.BoolVar(&o.profile, "profile", true, "after the rounds, run agent→sink once inside this process under the CPU profiler (kept beside -out)")
 	fs.StringVar(&o.only, "only", "", "comma-separated contender names to run (default: all)")
@@ -295,7 +303,7 @@ func run(ctx context.Context, args []string) error {
 			slices.Reverse(order)
 		}
 		for _, c := range order {
-			if (c.side && round > o.sideRounds) || (only != nil && !only[c.name]) {
+			if (c.side && round > o.sideRounds) || (only != nil && !only[c.name]) || (c.baseline && o.baselineBin == "") {
 				continue
 			}
 			r, err := b.runContender(ctx, c, round)

@@ -106,6 +106,9 @@ func report(w io.Writer, info machine.Info, b *bench, runs []runResult, took tim
 		if c.pinned {
 			settings += fmt.Sprintf("; Elasticsearch on CPU %d, %s on CPU %d", esCPU, strings.Fields(c.name)[0], clientCPU)
 		}
+		if c.baseline {
+			settings += "; binary " + o.baselineBin
+		}
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", c.name, settings, len(rs),
 			spread(rs, "%.0f", runResult.docsPerSec), spread(rs, "%.0f", runResult.steadyPerSec),
 			spread(rs, "%.2f", runResult.cpuPerMillion), spread(rs, "%.1f", runResult.esCPUPerMillion),
@@ -133,6 +136,13 @@ func report(w io.Writer, info machine.Info, b *bench, runs []runResult, took tim
 	esCPU := ratioOf(runs, "agent→es gzip", "agent→es", o.rounds, runResult.esCPUPerMillion)
 	fmt.Fprintf(w, "gzip ÷ none (agent→es gzip ÷ agent→es), docs/s: %s; agent CPU s per M: %s; Elasticsearch CPU s per M: %s\n",
 		spreadOf(thr, "%.2f"), spreadOf(cpu, "%.2f"), spreadOf(esCPU, "%.2f"))
+	if o.baselineBin != "" {
+		for _, kind := range []string{"agent→sink", "agent→es"} {
+			thr, cpu := ratios(runs, kind, kind+" baseline", o.rounds)
+			fmt.Fprintf(w, "%s ÷ %s baseline (%s), docs/s: %s; agent CPU s per M: %s\n", kind, kind, o.baselineBin,
+				spreadOf(thr, "%.2f"), spreadOf(cpu, "%.2f"))
+		}
+	}
 	for _, c := range contenders {
 		if !c.side || len(by[c.name]) == 0 {
 			continue
