@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/tidwall/gjson"
 )
 
 // answer is what one HTTP answer to a bulk request of n documents means.
@@ -35,7 +37,12 @@ type answer struct {
 // answer, however malformed, can leave a document without a result.
 func readAnswer(status int, h http.Header, body []byte, n int) answer {
 	a := answer{status: status, results: make([]ItemResult, n)}
-	esType, esReason := errorBody(h, body)
+	var esType, esReason string
+	if status < 200 || status >= 300 {
+		// Only an answer that failed as a whole has an error object; a
+		// 2xx body is the items, too large to decode twice for nothing.
+		esType, esReason = errorBody(h, body)
+	}
 	answered := status
 	if status == http.StatusTooManyRequests && overIndexingPressure(esType, esReason) {
 		// Not throttling: this request alone is more than the node takes
@@ -147,6 +154,21 @@ type item struct {
 // Keys are matched exactly (encoding/json matches struct fields without
 // regard to case, which would read "STATUS" as the status).
 func decodeItems(body []byte, n int) ([]item, error) {
+	if arr, ok := itemsArray(body); ok && validJSON(arr) {
+		// The usual answer: its items read in place, without a copy of
+		// each (encoding/json's RawMessage) and without decoding it twice.
+		if r := gjson.ParseBytes(arr); r.IsArray() {
+			items := make([]item, 0, n)
+			r.ForEach(func(_, v gjson.Result) bool {
+				items = append(items, decodeItem(v.Raw))
+				return len(items) <= n
+			})
+			if len(items) != n {
+				return nil, fmt.Errorf("response has %d items for %d documents", r.Get("#").Int(), n)
+			}
+			return items, nil
+		}
+	}
 	var raws []json.RawMessage
 	if arr, ok := itemsArray(body); !ok || json.Unmarshal(arr, &raws) != nil {
 		var top map[string]json.RawMessage
@@ -184,12 +206,12 @@ func itemsArray(body []byte) ([]byte, bool) {
 // items, read without the three decodes below.
 const createdItem = `{"create":{"status":201}}`
 
-func decodeItem(raw json.RawMessage) item {
+func decodeItem[S ~string | ~[]byte](raw S) item {
 	if string(raw) == createdItem {
 		return item{ok: true, status: http.StatusCreated}
 	}
 	var action map[string]json.RawMessage
-	if json.Unmarshal(raw, &action) != nil || len(action) != 1 {
+	if json.Unmarshal([]byte(raw), &action) != nil || len(action) != 1 {
 		return item{}
 	}
 	for _, v := range action {
