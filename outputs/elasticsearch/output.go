@@ -246,13 +246,14 @@ func newBatch(limit, want int64) *batch {
 	return &batch{body: make([]byte, 0, max(0, min(want, limit+limit/16)))}
 }
 
-// itemSize estimates, from above, what a record adds to a bulk body: its
-// value, an action line with the index and the id (the topic's name, twice
-// with the default index pattern), an @timestamp and newlines, 100 to 150
-// bytes besides the names. Too much costs address space the body never
-// touches; too little, a copy of the whole body at its last item.
+// itemSize estimates, from above for the usual index names, what a record
+// adds to a bulk body: its value; an action line of about 85 bytes with
+// the id (the topic's name and 20 more) and the index (often the topic's
+// name again, and a date); an @timestamp of 41 bytes and the newlines. Too
+// much is memory the allocation zeroes and holds for nothing; too little, a
+// copy of the whole body at its last item.
 func itemSize(r *shipper.Record) int64 {
-	return int64(len(r.Value) + 2*len(r.Topic) + 256)
+	return int64(len(r.Value) + 2*len(r.Topic) + 160)
 }
 
 func (b *batch) span(lo, hi int) []byte {
