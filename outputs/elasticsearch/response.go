@@ -169,15 +169,14 @@ func decodeItems(body []byte, n int) ([]item, error) {
 			return items, nil
 		}
 	}
+	// Any other shape: decoded as a whole, the last "items" key winning.
+	var top map[string]json.RawMessage
+	if err := json.Unmarshal(body, &top); err != nil {
+		return nil, fmt.Errorf("decode response: %w", err)
+	}
 	var raws []json.RawMessage
-	if arr, ok := itemsArray(body); !ok || json.Unmarshal(arr, &raws) != nil {
-		var top map[string]json.RawMessage
-		if err := json.Unmarshal(body, &top); err != nil {
-			return nil, fmt.Errorf("decode response: %w", err)
-		}
-		if err := json.Unmarshal(top["items"], &raws); err != nil {
-			return nil, fmt.Errorf("decode response items: %w", err)
-		}
+	if err := json.Unmarshal(top["items"], &raws); err != nil {
+		return nil, fmt.Errorf("decode response items: %w", err)
 	}
 	if len(raws) != n {
 		return nil, fmt.Errorf("response has %d items for %d documents", len(raws), n)
@@ -191,8 +190,8 @@ func decodeItems(body []byte, n int) ([]item, error) {
 
 // itemsArray returns the items array of a body shaped exactly as
 // filter_path makes Elasticsearch's answer, {"errors":…,"items":[…]}, so
-// that the usual answer is scanned twice rather than four times. Any other
-// shape, or an array that does not decode, takes the general path.
+// that the usual answer is read in place. Any other shape, or an array
+// that is not valid JSON, takes the general path.
 func itemsArray(body []byte) ([]byte, bool) {
 	for _, prefix := range []string{`{"errors":false,"items":`, `{"errors":true,"items":`} {
 		if rest, ok := bytes.CutPrefix(body, []byte(prefix)); ok {
